@@ -1,0 +1,197 @@
+"""`school-gateway`: the one entry point (validate, explain, run, ...)."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+from pathlib import Path
+
+from gateway import __version__
+from gateway.core.decide import decide, identify
+from gateway.core.model import Action
+from gateway.core.names import NameError_, normalize
+from gateway.errors import ConfigError
+from gateway.i18n import tr
+from gateway.lists.formats import read_list
+from gateway.policy.compile import PolicyPaths, load_policy
+from gateway.shipped import shipped
+
+DEFAULT_SCHOOL = Path("/etc/school-gateway/school.yaml")
+
+
+def _default_school() -> Path:
+    return DEFAULT_SCHOOL if DEFAULT_SCHOOL.exists() else shipped("policies/school.example.yaml")
+
+
+def _paths(args) -> PolicyPaths:
+    department = Path(args.department) if args.department else shipped("policies/department")
+    school = Path(args.school) if args.school else _default_school()
+    return PolicyPaths(department, school, None, Path.cwd())
+
+
+def _print_problems(problems, lang: str, out=None) -> None:
+    out = out or sys.stdout
+    for p in problems:
+        print(("  ⚠ " if p.warning else "  ✗ ") + p.render(lang), file=out)
+
+
+def cmd_validate(args) -> int:
+    lang = args.lang
+    paths = _paths(args)
+    failed = False
+    for raw in args.paths:
+        path = Path(raw)
+        if path.is_dir() and (path / "baseline.yaml").exists():
+            paths = PolicyPaths(path, paths.school, None, paths.display_root)
+        elif path.suffix in (".yaml", ".yml"):
+            paths = PolicyPaths(paths.department, path, None, paths.display_root)
+        elif path.exists():
+            parsed = read_list(path, raw)
+            print(f"{raw}: {len(parsed.entries)} / {parsed.lines}")
+            for err in parsed.first_errors:
+                print(f"  ✗ {err}")
+            failed |= parsed.bad_lines > 0
+        else:
+            print(f"  ✗ {raw}: {tr('file.missing', lang)}")
+            failed = True
+    try:
+        snap = load_policy(paths)
+    except ConfigError as exc:
+        _print_problems(exc.problems, lang)
+        if exc.warnings:
+            print(tr("validate.warnings", lang, count=len(exc.warnings)))
+            _print_problems(exc.warnings, lang)
+        print(tr("validate.failed", lang, count=len(exc.problems)))
+        return 1
+    if snap.warnings:
+        print(tr("validate.warnings", lang, count=len(snap.warnings)))
+        _print_problems(snap.warnings, lang)
+    print(tr("validate.ok", lang, files=len(snap.files), categories=len(snap.categories),
+             entries=len(snap.index), groups=len(snap.groups)))
+    return 1 if failed else 0
+
+
+def _parse_at(text: str | None, tz) -> dt.datetime:
+    if not text:
+        return dt.datetime.now(dt.UTC)
+    value = dt.datetime.fromisoformat(text.strip())
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=tz)
+    return value
+
+
+def cmd_explain(args) -> int:
+    lang = args.lang
+    try:
+        snap = load_policy(_paths(args))
+    except ConfigError as exc:
+        _print_problems(exc.problems, lang, sys.stderr)
+        return 1
+    try:
+        name = normalize(args.name)
+    except NameError_ as exc:
+        print(tr("policy.bad_name", lang, value=args.name, why=str(exc)), file=sys.stderr)
+        return 2
+    try:
+        now = _parse_at(args.at, snap.tz)
+    except ValueError:
+        print(tr("policy.bad_date", lang, value=args.at), file=sys.stderr)
+        return 2
+    group = identify(snap, args.client)
+    rows = [(tr("explain.name", lang), name), (tr("explain.client", lang), args.client)]
+    if group is None:
+        for label, value in rows:
+            print(f"{label:18} {value}")
+        print(tr("explain.not_served", lang, client=args.client))
+        return 0
+    d = decide(snap, group, name, now, clock_trusted=not args.clock_untrusted)
+    band = snap.bands[d.band]
+    local = now.astimezone(snap.tz)
+    rows += [
+        (tr("explain.time", lang), local.strftime("%Y-%m-%d %H:%M %Z") +
+         (" " + tr("explain.clock_untrusted", lang) if args.clock_untrusted else "")),
+        (tr("explain.group", lang), d.group),
+        (tr("explain.band", lang), f"{band.name.get(lang)} ({d.band})"),
+        (tr("explain.decision", lang),
+         f"{tr('action.' + d.action.value, lang)} — {tr('reason.' + d.reason.value, lang)}"),
+    ]
+    if d.category:
+        rows.append((tr("explain.category", lang), f"{snap.categories[d.category].name.get(lang)} ({d.category})"))
+    if d.rule:
+        rows.append((tr("explain.rule", lang), d.rule))
+    if d.source:
+        line = _list_line(d.source)
+        rows.append((tr("explain.source", lang), d.source + (f"  «{line}»" if line else "")))
+    if d.action is Action.REWRITE:
+        rows.append((tr("explain.rewrite", lang), f"{d.rewrite_to} ({d.engine})"))
+    for label, value in rows:
+        print(f"{label:18} {value}")
+    return 0
+
+
+def _list_line(source: str) -> str | None:
+    path, _, line = source.rpartition(":")
+    try:
+        with open(path, encoding="utf-8-sig", errors="replace") as fh:
+            for number, text in enumerate(fh, 1):
+                if number == int(line):
+                    return text.strip()
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def cmd_run(args) -> int:
+    from gateway.app import run
+    from gateway.settings import defaults, load_settings
+
+    try:
+        settings = load_settings(Path(args.config)) if args.config else defaults()
+    except ConfigError as exc:
+        _print_problems(exc.problems, args.lang, sys.stderr)
+        return 2
+    if settings.embedded:
+        print("school-gateway: no --config given: using the embedded default configuration (DNS on "
+              "127.0.0.1:1053, the shipped policy, upstreams from /etc/resolv.conf)", flush=True)
+    return run(settings)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="school-gateway", description="School network-safety gateway")
+    parser.add_argument("--version", action="version", version=f"school-gateway {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def policy_args(p):
+        p.add_argument("--school", help="school policy file (default /etc/school-gateway/school.yaml, "
+                                        "else the shipped example)")
+        p.add_argument("--department", help="Department layer folder (default: the shipped baseline)")
+        p.add_argument("--lang", choices=("vi", "en"), default="vi", help="message language (default vi)")
+
+    p = sub.add_parser("validate", help="check policy files and lists; exit 1 on any error")
+    p.add_argument("paths", nargs="*", help="school YAML, Department folder, or list files")
+    policy_args(p)
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("explain", help="why is NAME allowed or blocked for a client?")
+    p.add_argument("name")
+    p.add_argument("--client", required=True, help="client IP address")
+    p.add_argument("--at", help='time, e.g. "2026-12-01 10:00" (school time zone); default now')
+    p.add_argument("--clock-untrusted", action="store_true", help="decide as if the clock were not synchronised")
+    policy_args(p)
+    p.set_defaults(func=cmd_explain)
+
+    p = sub.add_parser("run", help="serve DNS (UDP and TCP) with the policy")
+    p.add_argument("--config", help="gateway.yaml (default: the embedded default configuration)")
+    p.add_argument("--lang", choices=("vi", "en"), default="vi")
+    p.set_defaults(func=cmd_run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

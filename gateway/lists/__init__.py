@@ -1,0 +1,1 @@
+"""Block/allow list formats and the compact suffix index they compile into."""

@@ -1,0 +1,1 @@
+"""Policy files (Department baseline + school layer) -> validated, compiled, immutable tables."""
