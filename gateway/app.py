@@ -1,0 +1,317 @@
+"""Composition root: settings -> policy snapshot -> ordered DNS stages -> listeners; reload, workers."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import os
+import secrets
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gateway.clock import clock_synchronised
+from gateway.core.snapshot import Snapshot, SnapshotHolder
+from gateway.dns.cache import Cache
+from gateway.dns.server import bind_tcp, bind_udp, serve
+from gateway.dns.stages import Chain
+from gateway.dns.stages.access import AccessStage
+from gateway.dns.stages.cache import CacheStage
+from gateway.dns.stages.local import PROBE_ZONE, LocalStage
+from gateway.dns.stages.observe import ObserveStage
+from gateway.dns.stages.policy import PolicyStage, lookup_packet
+from gateway.dns.stages.upstream import UpstreamStage
+from gateway.dns.upstream import Upstreams, UpstreamSpec
+from gateway.dns.wire import name_to_wire
+from gateway.errors import ConfigError, GatewayError
+from gateway.policy.compile import PolicyPaths, load_policy
+from gateway.settings import Settings, system_resolvers
+
+log = logging.getLogger("gateway")
+
+CHAIN_ORDER = ("observe", "access", "local", "policy", "cache", "upstream")
+
+
+def _addresses(values) -> list[bytes]:
+    return [ipaddress.ip_address(v).packed for v in values if v]
+
+
+@dataclass
+class Components:
+    """What one worker runs: kept together so tests and `doctor` can look inside."""
+
+    holder: SnapshotHolder
+    chain: Chain
+    cache: Cache
+    upstreams: Upstreams
+    observe: ObserveStage
+    access: AccessStage
+    local: LocalStage
+    policy: PolicyStage
+    upstream: UpstreamStage
+    extra_upstreams: list = field(default_factory=list)
+
+
+def policy_paths(settings: Settings) -> PolicyPaths:
+    return PolicyPaths(settings.policy.department, settings.policy.school, settings.policy.cache_dir, Path.cwd())
+
+
+def upstream_specs(settings: Settings) -> list[UpstreamSpec]:
+    texts = list(settings.dns.upstreams) or system_resolvers()
+    if not texts:
+        raise GatewayError("no upstream resolver: set dns.upstreams in gateway.yaml (e.g. udp://9.9.9.9) or add a "
+                           "nameserver to /etc/resolv.conf")
+    specs = [UpstreamSpec.parse(t) for t in texts]
+    own = {(listen.host, listen.port) for listen in settings.dns.listen}
+    for spec in specs:
+        if (spec.host, spec.port) in own or (spec.port in {p for _, p in own}
+                                             and any(h in ("0.0.0.0", "::") for h, _ in own)
+                                             and ipaddress.ip_address(spec.host).is_loopback):
+            raise GatewayError(f"upstream {spec} is this gateway itself: it would forward to itself. Set "
+                               "dns.upstreams in gateway.yaml to the school's router or a public resolver")
+    return specs
+
+
+def build_components(settings: Settings, snapshot: Snapshot, *, clock_trusted=clock_synchronised,
+                     ssl_context=None, cache_clock=time.monotonic) -> Components:
+    """Assemble the DNS chain in its one fixed order (CHAIN_ORDER, pinned by a test)."""
+    dns = settings.dns
+    holder = SnapshotHolder(snapshot)
+    upstreams = Upstreams(upstream_specs(settings), timeout=dns.timeout, ssl_context=ssl_context)
+    bootstrap = None
+    plain = [UpstreamSpec.parse(t) for t in dns.bootstrap] or upstreams_specs_plain(settings)
+    if plain:
+        bootstrap = Upstreams(plain, timeout=dns.timeout)
+    c = dns.cache
+    cache = Cache(max_entries=c.size, min_ttl=c.min_ttl, max_ttl=c.max_ttl, negative_ttl=c.negative_ttl,
+                  stale_for=c.serve_stale, clock=cache_clock)
+    zones = {zone: Upstreams([UpstreamSpec.parse(u) for u in ups], timeout=dns.timeout)
+             for zone, ups in dns.forward_zones.items()}
+    records = {name: ([ipaddress.ip_address(a).packed for a in addrs if ":" not in a],
+                      [ipaddress.ip_address(a).packed for a in addrs if ":" in a])
+               for name, addrs in dns.local_records.items()}
+    observe = ObserveStage()
+    access = AccessStage(holder, dns.rate_limit.qps, dns.rate_limit.burst, dns.rate_limit.exempt)
+    local = LocalStage(records, zones)
+    policy = PolicyStage(holder, dns.block_ttl, (_addresses([dns.blockpage_v4]), _addresses([dns.blockpage_v6])),
+                         dns.rebinding_protection, clock_trusted=clock_trusted)
+    upstream = UpstreamStage(upstreams, cache, bootstrap, dns.time_servers, clock_trusted)
+    cache_stage = CacheStage(cache, upstream.prefetch if c.prefetch else None)
+    chain = Chain([observe, access, local, policy, cache_stage, upstream])
+    assert chain.names == CHAIN_ORDER
+    return Components(holder, chain, cache, upstreams, observe, access, local, policy, upstream,
+                      [u for u in (bootstrap, *zones.values()) if u is not None])
+
+
+def upstreams_specs_plain(settings: Settings) -> list[UpstreamSpec]:
+    """Plain-DNS upstreams for time-server names while the clock is wrong: the configured UDP/TCP ones,
+    else resolv.conf's."""
+    specs = [UpstreamSpec.parse(t) for t in settings.dns.upstreams]
+    plain = [s for s in specs if s.proto != "tls"]
+    if plain:
+        return plain
+    return [UpstreamSpec.parse(t) for t in system_resolvers()]
+
+
+class Gateway:
+    """One worker: listeners, reload on SIGHUP or file change, clean stop on SIGTERM."""
+
+    def __init__(self, settings: Settings, *, reuse_port: bool = False, out=sys.stdout):
+        self.settings = settings
+        self.reuse_port = reuse_port
+        self.out = out
+        self.components: Components | None = None
+        self.stopping = asyncio.Event()
+        self.reloads = {"ok": 0, "failed": 0}
+        self._watch_state: dict | None = None
+
+    def load(self) -> Snapshot:
+        return load_policy(policy_paths(self.settings))
+
+    async def reload(self) -> bool:
+        """Compile a new snapshot beside the old one and swap it; a bad policy keeps the old one serving."""
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        try:
+            snapshot = await loop.run_in_executor(None, self.load)
+        except ConfigError as exc:
+            self.reloads["failed"] += 1
+            log.error("policy reload rejected, the previous policy keeps serving:\n%s", exc.render("en"))
+            return False
+        except Exception as exc:
+            self.reloads["failed"] += 1
+            log.error("policy reload failed, the previous policy keeps serving: %s", exc)
+            return False
+        old = self.components.holder.swap(snapshot)
+        self.reloads["ok"] += 1
+        self._watch_state = self._file_state(snapshot)
+        log.info("policy reloaded in %.2fs: %s -> %s", time.perf_counter() - started, old.fingerprint[:12],
+                 snapshot.fingerprint[:12])
+        return True
+
+    def _file_state(self, snapshot: Snapshot) -> dict:
+        state = {}
+        for name in snapshot.files:
+            try:
+                st = os.stat(name)
+                state[name] = (st.st_mtime_ns, st.st_size, st.st_ino)
+            except OSError:
+                state[name] = None
+        return state
+
+    async def _watch(self, interval: float = 2.0) -> None:
+        # A changed file is reloaded once it has stayed the same for one more interval (complete),
+        # or at once when it was replaced by rename (new inode) — the safe way to write it.
+        pending = None
+        while not self.stopping.is_set():
+            try:
+                await asyncio.wait_for(self.stopping.wait(), interval)
+                return
+            except TimeoutError:
+                pass
+            current = self._file_state(self.components.holder.current)
+            if current == self._watch_state:
+                pending = None
+                continue
+            renamed = any(old and new and old[2] != new[2]
+                          for old, new in zip(self._watch_state.values(), current.values(), strict=False))
+            if renamed or pending == current:
+                pending = None
+                await self.reload()
+            else:
+                pending = current
+
+    async def _probe_loops(self) -> None:
+        """Ask each upstream for a random name only this gateway would recognise: if it comes back to us,
+        that upstream forwards to the gateway (directly, via 127.0.0.53, or via a relaying router)."""
+        comps = self.components
+        looping = []
+        for spec in comps.upstreams.specs:
+            token = secrets.token_hex(8)
+            probe = Upstreams([spec], timeout=min(1.0, self.settings.dns.timeout), attempts=1)
+            packet = lookup_packet(name_to_wire(f"{token}.{PROBE_ZONE}"), 1, False)
+            try:
+                await probe.query(packet)
+            except Exception:
+                pass
+            finally:
+                await probe.close()
+            if token in comps.local.probes_seen:
+                looping.append(spec)
+        if looping:
+            names = ", ".join(str(s) for s in looping)
+            raise GatewayError(f"upstream {names} sends queries back to this gateway (a forwarding loop). Set "
+                               "dns.upstreams in gateway.yaml to a resolver that does not use the gateway, "
+                               "e.g. the ISP's or a public one, not 127.0.0.53 or a router whose DNS is the "
+                               "gateway")
+
+    async def run(self) -> int:
+        settings = self.settings
+        try:
+            snapshot = self.load()
+        except ConfigError as exc:
+            print(exc.render("en"), file=sys.stderr)
+            return 2
+        self.components = build_components(settings, snapshot)
+        comps = self.components
+        sockets = []
+        for listen in settings.dns.listen:
+            sockets.append(("udp", bind_udp(listen.host, listen.port, self.reuse_port)))
+            sockets.append(("tcp", bind_tcp(listen.host, listen.port, self.reuse_port)))
+        transports, servers = await serve(comps.chain, sockets)
+        loop = asyncio.get_running_loop()
+        try:
+            await self._probe_loops()
+        except GatewayError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 3
+        for sig, handler in ((signal.SIGTERM, self.stopping.set), (signal.SIGINT, self.stopping.set),
+                             (signal.SIGHUP, lambda: loop.create_task(self.reload()))):
+            try:
+                loop.add_signal_handler(sig, handler)
+            except (NotImplementedError, RuntimeError):
+                pass
+        self._watch_state = self._file_state(snapshot)
+        watcher = loop.create_task(self._watch()) if settings.policy.watch else None
+        where = " ".join(f"udp+tcp {listen}" for listen in settings.dns.listen)
+        ups = ", ".join(str(s) for s in comps.upstreams.specs)
+        source = "embedded default configuration" if settings.embedded else settings.source
+        clock = "synchronised" if clock_synchronised() else "NOT synchronised: time restrictions are on"
+        print(f"school-gateway ready: dns {where}; upstreams {ups}; policy {snapshot.version} "
+              f"{snapshot.fingerprint[:12]} ({len(snapshot.index)} listed names); {source}; clock {clock}",
+              file=self.out, flush=True)
+        await self.stopping.wait()
+        if watcher:
+            watcher.cancel()
+        for t in transports:
+            t.close()
+        for s in servers:
+            s.close()
+        await comps.upstreams.close()
+        for u in comps.extra_upstreams:
+            await u.close()
+        print("school-gateway stopped", file=self.out, flush=True)
+        return 0
+
+
+def run(settings: Settings) -> int:
+    """Run the gateway: one process, or one per core (`workers: auto`) sharing the port via SO_REUSEPORT."""
+    logging.basicConfig(level=getattr(logging, settings.log_level.upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    workers = settings.dns.workers or os.cpu_count() or 1
+    if workers == 1:
+        return _run_one(settings, reuse_port=False)
+    # Compile the list cache once in the parent so every worker maps the same file.
+    try:
+        load_policy(policy_paths(settings))
+    except ConfigError as exc:
+        print(exc.render("en"), file=sys.stderr)
+        return 2
+    children = []
+    for _ in range(workers):
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                code = _run_one(settings, reuse_port=True)
+            finally:
+                os._exit(code)
+        children.append(pid)
+
+    def forward(sig, _frame):
+        for pid in children:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, forward)
+    code = 0
+    for pid in children:
+        while True:
+            try:
+                _, status = os.waitpid(pid, 0)
+                break
+            except InterruptedError:
+                continue
+        code = code or os.waitstatus_to_exitcode(status)
+    return code
+
+
+def _run_one(settings: Settings, reuse_port: bool) -> int:
+    try:
+        import uvloop  # a well-kept, faster event loop where it is installed
+    except ImportError:
+        uvloop = None
+    try:
+        main = Gateway(settings, reuse_port=reuse_port).run()
+        if uvloop is not None:
+            return uvloop.run(main)
+        return asyncio.run(main)
+    except GatewayError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,1 @@
+"""DNS filter: listeners, raw-bytes wire handling, answers, cache, upstreams, stages."""

@@ -1,0 +1,252 @@
+"""gateway.yaml -> frozen Settings; unknown keys rejected; every error names file and line."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gateway.core.names import NameError_, normalize
+from gateway.errors import ConfigError
+from gateway.policy.schema import FieldReader
+from gateway.policy.source import YMap, load_file
+from gateway.shipped import shipped
+
+DEFAULT_TIME_SERVERS = ("pool.ntp.org", "time.google.com", "time.cloudflare.com", "time.windows.com",
+                        "time.apple.com", "ntp.ubuntu.com", "debian.pool.ntp.org", "vn.pool.ntp.org")
+
+
+@dataclass(frozen=True, slots=True)
+class Listen:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class CacheSettings:
+    size: int = 20000
+    min_ttl: int = 0
+    max_ttl: int = 86400
+    negative_ttl: int = 300
+    serve_stale: int = 86400  # seconds past expiry a stale answer may be served while upstreams are down
+    prefetch: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    qps: float = 50.0
+    burst: int = 200
+    exempt: tuple = ()  # networks never limited (the school router when it relays DNS)
+
+
+@dataclass(frozen=True, slots=True)
+class DnsSettings:
+    listen: tuple[Listen, ...] = (Listen("127.0.0.1", 1053),)
+    workers: int = 1  # 0 = one per core ("auto")
+    upstreams: tuple[str, ...] = ()  # empty = the system's resolv.conf
+    bootstrap: tuple[str, ...] = ()  # plain DNS used for time servers until the clock is synchronised
+    timeout: float = 2.0
+    block_ttl: int = 60
+    cache: CacheSettings = field(default_factory=CacheSettings)
+    rate_limit: RateLimit = field(default_factory=RateLimit)
+    relays: tuple = ()  # addresses of routers that relay every client's DNS
+    blockpage_v4: str | None = None
+    blockpage_v6: str | None = None
+    local_records: dict = field(default_factory=dict)  # name -> tuple of addresses
+    forward_zones: dict = field(default_factory=dict)  # zone -> tuple of upstream specs
+    rebinding_protection: bool = True
+    time_servers: tuple[str, ...] = DEFAULT_TIME_SERVERS
+
+
+@dataclass(frozen=True, slots=True)
+class PolicySettings:
+    department: Path
+    school: Path
+    cache_dir: Path | None
+    watch: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    dns: DnsSettings
+    policy: PolicySettings
+    log_level: str = "info"
+    source: str = "(built-in defaults)"
+    embedded: bool = True  # True when no config file was given: the shipped default configuration
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "school-gateway"
+
+
+def defaults() -> Settings:
+    school = Path("/etc/school-gateway/school.yaml")
+    return Settings(
+        dns=DnsSettings(),
+        policy=PolicySettings(
+            department=shipped("policies/department"),
+            school=school if school.exists() else shipped("policies/school.example.yaml"),
+            cache_dir=default_cache_dir(),
+        ),
+    )
+
+
+def _listen(text: str) -> Listen:
+    text = text.strip()
+    if text.startswith("["):
+        host, _, port = text[1:].partition("]:")
+    elif text.count(":") == 1:
+        host, _, port = text.partition(":")
+    else:
+        host, port = text, "53"
+    ipaddress.ip_address(host)
+    value = int(port)
+    if not 0 <= value <= 65535:
+        raise ValueError(port)
+    return Listen(host, value)
+
+
+def load_settings(path: Path) -> Settings:
+    """Read gateway.yaml; raise ConfigError listing every problem."""
+    display = str(path)
+    value, problems = load_file(path, display)
+    r = FieldReader(display, problems)
+    base = defaults()
+    if problems:
+        raise ConfigError(problems)
+    doc = value if isinstance(value, YMap) else YMap()
+    if value is not None and not isinstance(value, YMap):
+        r.problem(1, "schema.type", key="(document)", expected="a mapping", got="text")
+    doc.line, doc.key_lines = getattr(doc, "line", 1), getattr(doc, "key_lines", {})
+    r.keys(doc, "gateway.yaml", ("dns", "policy", "log"))
+    dns_m = r.mapping(doc, "dns") or YMap()
+    if not hasattr(dns_m, "key_lines"):
+        dns_m.line, dns_m.key_lines = 1, {}
+    r.keys(dns_m, "dns", ("listen", "workers", "upstreams", "bootstrap_upstreams", "timeout", "block_ttl", "cache",
+                          "rate_limit", "relays", "blockpage", "local_records", "forward_zones",
+                          "rebinding_protection", "time_servers"))
+    listen = []
+    for text, where in r.str_list(dns_m, "listen"):
+        try:
+            listen.append(_listen(text))
+        except ValueError:
+            r.problem(where.line, "settings.bad_listen", value=text)
+    workers_raw = dns_m.get("workers", 1)
+    workers = 1
+    if workers_raw == "auto":
+        workers = 0
+    elif isinstance(workers_raw, int) and not isinstance(workers_raw, bool) and workers_raw >= 1:
+        workers = workers_raw
+    else:
+        r.problem(dns_m.line_of("workers"), "schema.type", key="workers", expected="auto or a number ≥ 1",
+                  got=str(workers_raw))
+    cache_m = r.mapping(dns_m, "cache")
+    cache = CacheSettings()
+    if cache_m is not None:
+        r.keys(cache_m, "dns.cache", ("size", "min_ttl", "max_ttl", "negative_ttl", "serve_stale", "prefetch"))
+        cache = CacheSettings(
+            size=r.typed(cache_m, "size", int, "a number", cache.size),
+            min_ttl=r.typed(cache_m, "min_ttl", int, "seconds", cache.min_ttl),
+            max_ttl=r.typed(cache_m, "max_ttl", int, "seconds", cache.max_ttl),
+            negative_ttl=r.typed(cache_m, "negative_ttl", int, "seconds", cache.negative_ttl),
+            serve_stale=r.typed(cache_m, "serve_stale", int, "seconds", cache.serve_stale),
+            prefetch=r.typed(cache_m, "prefetch", bool, "yes/no", cache.prefetch),
+        )
+    rl_m = r.mapping(dns_m, "rate_limit")
+    rate = RateLimit()
+    if rl_m is not None:
+        r.keys(rl_m, "dns.rate_limit", ("qps", "burst", "exempt"))
+        rate = RateLimit(
+            qps=float(r.typed(rl_m, "qps", (int, float), "queries per second", rate.qps)),
+            burst=r.typed(rl_m, "burst", int, "a number", rate.burst),
+            exempt=tuple(n for n, _ in r.networks(rl_m, "exempt")),
+        )
+    bp = r.mapping(dns_m, "blockpage") or {}
+    if isinstance(bp, YMap):
+        r.keys(bp, "dns.blockpage", ("ipv4", "ipv6"))
+    local: dict = {}
+    lr = r.mapping(dns_m, "local_records") or YMap()
+    for name, addrs in lr.items():
+        try:
+            key = normalize(name)
+        except NameError_ as exc:
+            r.problem(lr.line_of(name), "policy.bad_name", value=name, why=str(exc))
+            continue
+        values = [addrs] if isinstance(addrs, str) else list(addrs or [])
+        good = []
+        for a in values:
+            try:
+                good.append(str(ipaddress.ip_address(str(a))))
+            except ValueError:
+                r.problem(lr.line_of(name), "policy.bad_network", value=a)
+        local[key] = tuple(good)
+    zones: dict = {}
+    fz = r.mapping(dns_m, "forward_zones") or YMap()
+    for zone, ups in fz.items():
+        try:
+            zones[normalize(zone)] = tuple([ups] if isinstance(ups, str) else [str(u) for u in ups or []])
+        except NameError_ as exc:
+            r.problem(fz.line_of(zone), "policy.bad_name", value=zone, why=str(exc))
+    relays = tuple(n for n, _ in r.networks(dns_m, "relays"))
+    dns = DnsSettings(
+        listen=tuple(listen) or base.dns.listen,
+        workers=workers,
+        upstreams=tuple(u for u, _ in r.str_list(dns_m, "upstreams")),
+        bootstrap=tuple(u for u, _ in r.str_list(dns_m, "bootstrap_upstreams")),
+        timeout=float(r.typed(dns_m, "timeout", (int, float), "seconds", 2.0)),
+        block_ttl=r.typed(dns_m, "block_ttl", int, "seconds", 60),
+        cache=cache,
+        rate_limit=rate if not relays else RateLimit(rate.qps, rate.burst, rate.exempt + relays),
+        relays=relays,
+        blockpage_v4=bp.get("ipv4") if isinstance(bp, dict) else None,
+        blockpage_v6=bp.get("ipv6") if isinstance(bp, dict) else None,
+        local_records=local,
+        forward_zones=zones,
+        rebinding_protection=r.typed(dns_m, "rebinding_protection", bool, "yes/no", True),
+        time_servers=tuple(normalize(t) for t, _ in r.str_list(dns_m, "time_servers")) or DEFAULT_TIME_SERVERS,
+    )
+    pol_m = r.mapping(doc, "policy") or YMap()
+    if isinstance(pol_m, YMap) and pol_m:
+        r.keys(pol_m, "policy", ("department", "school", "cache_dir", "watch"))
+    here = path.parent
+
+    def rel(key: str, default: Path | None) -> Path | None:
+        raw = pol_m.get(key) if isinstance(pol_m, dict) else None
+        return (here / raw).resolve() if raw else default
+
+    policy = PolicySettings(
+        department=rel("department", base.policy.department),
+        school=rel("school", base.policy.school),
+        cache_dir=rel("cache_dir", base.policy.cache_dir),
+        watch=bool(pol_m.get("watch", True)) if isinstance(pol_m, dict) else True,
+    )
+    log_m = r.mapping(doc, "log") or {}
+    if isinstance(log_m, YMap):
+        r.keys(log_m, "log", ("level",))
+    level = str(log_m.get("level", "info")) if isinstance(log_m, dict) else "info"
+    if any(not p.warning for p in problems):
+        raise ConfigError(problems)
+    return Settings(dns=dns, policy=policy, log_level=level, source=display, embedded=False)
+
+
+def system_resolvers(resolv_conf: Path | None = None) -> list[str]:
+    """Nameservers from resolv.conf (SCHOOL_GATEWAY_RESOLV_CONF overrides its path), as upstream specs."""
+    resolv_conf = resolv_conf or Path(os.environ.get("SCHOOL_GATEWAY_RESOLV_CONF", "/etc/resolv.conf"))
+    out = []
+    try:
+        for line in resolv_conf.read_text(encoding="utf-8", errors="replace").splitlines():
+            parts = line.split()
+            if len(parts) >= 2 and parts[0] == "nameserver":
+                try:
+                    ip = ipaddress.ip_address(parts[1].split("%", 1)[0])
+                except ValueError:
+                    continue
+                out.append(f"udp://[{ip}]:53" if ip.version == 6 else f"udp://{ip}:53")
+    except OSError:
+        pass
+    return out
