@@ -156,3 +156,11 @@ def tr(key: str, lang: str = DEFAULT_LANG, /, **args) -> str:
         return text.format(**args)
     except (KeyError, IndexError):
         return text
+
+
+def register(messages: dict[str, tuple[str, str]]) -> None:
+    """Add a module's own messages (key: (vi, en)) to the catalogue; keys must be new."""
+    for key, pair in messages.items():
+        if key in MESSAGES and MESSAGES[key] != pair:
+            raise ValueError(f"message key {key!r} is already defined")
+        MESSAGES[key] = pair
