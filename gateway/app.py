@@ -119,9 +119,12 @@ def upstreams_specs_plain(settings: Settings) -> list[UpstreamSpec]:
 class Gateway:
     """One worker: listeners, reload on SIGHUP or file change, clean stop on SIGTERM."""
 
-    def __init__(self, settings: Settings, *, reuse_port: bool = False, out=sys.stdout):
+    def __init__(self, settings: Settings, *, reuse_port: bool = False, out=sys.stdout, worker: int = 0,
+                 workers: int = 1, serve_metrics: bool = True):
         self.settings = settings
         self.reuse_port = reuse_port
+        self.worker, self.workers, self.serve_metrics = worker, workers, serve_metrics
+        self.metrics = None
         self.out = out
         self.components: Components | None = None
         self.stopping = asyncio.Event()
@@ -139,6 +142,8 @@ class Gateway:
             snapshot = await loop.run_in_executor(None, self.load)
         except ConfigError as exc:
             self.reloads["failed"] += 1
+            if self.metrics is not None:
+                self.metrics.reloads.labels("failed").inc()
             log.error("policy reload rejected, the previous policy keeps serving:\n%s", exc.render("en"))
             return False
         except Exception as exc:
@@ -147,6 +152,9 @@ class Gateway:
             return False
         old = self.components.holder.swap(snapshot)
         self.reloads["ok"] += 1
+        if self.metrics is not None:
+            self.metrics.reloads.labels("ok").inc()
+            self.metrics.set_policy(snapshot, time.time())
         self._watch_state = self._file_state(snapshot)
         log.info("policy reloaded in %.2fs: %s -> %s", time.perf_counter() - started, old.fingerprint[:12],
                  snapshot.fingerprint[:12])
@@ -183,6 +191,29 @@ class Gateway:
                 await self.reload()
             else:
                 pending = current
+
+    async def _flush_metrics(self, interval: float = 1.0) -> None:
+        m, comps = self.metrics, self.components
+        m.protection.set(1)
+        m.clock_synced.set(1 if clock_synchronised() else 0)
+        shared_at = 0.0
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                m.flush()
+                m.set_cache(comps.cache.stats())
+                m.set_rate_limited(comps.access.limited)
+                m.single_source.set(1 if comps.access.relays.single_source else 0)
+                m.clock_synced.set(1 if clock_synchronised() else 0)
+                for h in comps.upstreams.health():
+                    m.upstream_up.labels(str(h.spec)).set(1 if h.healthy else 0)
+                    if h.latency is not None:
+                        m.upstream_latency.labels(str(h.spec)).set(h.latency)
+                if time.monotonic() - shared_at > 5:
+                    shared_at = time.monotonic()
+                    await asyncio.get_running_loop().run_in_executor(None, m.share)
+            except Exception as exc:
+                log.warning("metrics flush failed: %s", exc)
 
     async def _probe_loops(self) -> None:
         """Ask each upstream for a random name only this gateway would recognise: if it comes back to us,
@@ -236,6 +267,16 @@ class Gateway:
                 pass
         self._watch_state = self._file_state(snapshot)
         watcher = loop.create_task(self._watch()) if settings.policy.watch else None
+        metrics_server = None
+        if settings.metrics.enabled:
+            self.metrics = make_metrics(settings, self.worker, self.workers)
+            self.metrics.set_policy(snapshot, time.time())
+            comps.observe.listeners.append(self.metrics.observe)
+            flusher = loop.create_task(self._flush_metrics())
+            if self.serve_metrics:
+                metrics_server = start_metrics_server(settings, self.metrics.exposition)
+        else:
+            flusher = None
         where = " ".join(f"udp+tcp {listen}" for listen in settings.dns.listen)
         ups = ", ".join(str(s) for s in comps.upstreams.specs)
         source = "embedded default configuration" if settings.embedded else settings.source
@@ -246,6 +287,10 @@ class Gateway:
         await self.stopping.wait()
         if watcher:
             watcher.cancel()
+        if flusher:
+            flusher.cancel()
+        if metrics_server is not None:
+            metrics_server.stop()
         for t in transports:
             t.close()
         for s in servers:
@@ -255,6 +300,36 @@ class Gateway:
             await u.close()
         print("school-gateway stopped", file=self.out, flush=True)
         return 0
+
+
+def state_dir(settings: Settings) -> Path:
+    from gateway.settings import default_cache_dir
+
+    return settings.state_dir or settings.policy.cache_dir or default_cache_dir()
+
+
+def make_metrics(settings: Settings, worker: int = 0, workers: int = 1):
+    from gateway.metrics import Metrics
+
+    return Metrics(min_group_size=settings.privacy.min_group_size,
+                   decision_interval=settings.privacy.decision_interval,
+                   state_dir=state_dir(settings) / "metrics", worker=worker, workers=workers,
+                   key=_SHARED_KEY)
+
+
+def start_metrics_server(settings: Settings, render):
+    from gateway.metrics import MetricsServer
+
+    m = settings.metrics
+    allow = m.allow or (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
+    server = MetricsServer(render, m.host, m.port, allow, m.basic_auth, m.tls).start()
+    log.info("metrics on %s:%d", m.host, server.port)
+    return server
+
+
+# Key for the keyed client hashes that count distinct clients: made once per start, in memory only,
+# and inherited by forked workers so their counts can be united.
+_SHARED_KEY = secrets.token_bytes(16)
 
 
 def run(settings: Settings) -> int:
@@ -270,16 +345,29 @@ def run(settings: Settings) -> int:
     except ConfigError as exc:
         print(exc.render("en"), file=sys.stderr)
         return 2
+    metrics_server = None
+    if settings.metrics.enabled:
+        # Workers write their numbers to files here; the parent serves their sum on one endpoint.
+        mp = state_dir(settings) / "metrics-mp"
+        if mp.exists():
+            for old in mp.iterdir():
+                old.unlink()
+        mp.mkdir(parents=True, exist_ok=True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(mp)
     children = []
-    for _ in range(workers):
+    for index in range(workers):
         pid = os.fork()
         if pid == 0:
             code = 1
             try:
-                code = _run_one(settings, reuse_port=True)
+                code = _run_one(settings, reuse_port=True, worker=index, workers=workers)
             finally:
                 os._exit(code)
         children.append(pid)
+    if settings.metrics.enabled:
+        from gateway.metrics import Metrics
+
+        metrics_server = start_metrics_server(settings, Metrics.multiprocess_exposition)
 
     def forward(sig, _frame):
         for pid in children:
@@ -299,16 +387,19 @@ def run(settings: Settings) -> int:
             except InterruptedError:
                 continue
         code = code or os.waitstatus_to_exitcode(status)
+    if metrics_server is not None:
+        metrics_server.stop()
     return code
 
 
-def _run_one(settings: Settings, reuse_port: bool) -> int:
+def _run_one(settings: Settings, reuse_port: bool, worker: int = 0, workers: int = 1) -> int:
     try:
         import uvloop  # a well-kept, faster event loop where it is installed
     except ImportError:
         uvloop = None
     try:
-        main = Gateway(settings, reuse_port=reuse_port).run()
+        main = Gateway(settings, reuse_port=reuse_port, worker=worker, workers=workers,
+                       serve_metrics=workers == 1).run()
         if uvloop is not None:
             return uvloop.run(main)
         return asyncio.run(main)

@@ -28,6 +28,8 @@ from pathlib import Path
 from gateway import __version__
 
 BANDS = ("mam_non", "tieu_hoc", "thcs", "thpt", "staff")
+BYPASS_KINDS = {"use-application-dns.net": "doh_canary", "mask.icloud.com": "private_relay",
+                "mask-h2.icloud.com": "private_relay", "mask-api.icloud.com": "private_relay"}
 SUPPRESSED = "suppressed"
 WEEK_DAYS = 7
 
@@ -65,8 +67,9 @@ class DistinctClients:
 def publish_map(counts: dict[str, int], min_size: int) -> dict[str, str | None]:
     """Band -> published label. Small bands merge, smallest first, with the next smallest until the
     merged cell holds at least `min_size` clients; a cell that never gets there is withheld (None)."""
-    mapping: dict[str, str | None] = {b: b for b in counts}
-    small = sorted((n, b) for b, n in counts.items() if n < min_size)
+    mapping: dict[str, str | None] = {b: (b if n else None) for b, n in counts.items()}
+    # a band nobody was seen in is withheld (another worker's view may lag); it drags no one in
+    small = sorted((n, b) for b, n in counts.items() if 0 < n < min_size)
     if not small:
         return mapping
     merged = [b for _, b in small]
@@ -87,7 +90,7 @@ class Metrics:
 
     def __init__(self, *, min_group_size: int = 10, decision_interval: float = 86400.0,
                  clock: Callable[[], float] = time.time, state_dir: Path | None = None,
-                 worker: int = 0, key: bytes | None = None):
+                 worker: int = 0, workers: int = 1, key: bytes | None = None):
         from prometheus_client import CollectorRegistry, Gauge, Histogram
         from prometheus_client import Counter as PCounter
 
@@ -97,6 +100,8 @@ class Metrics:
         self.clock = clock
         self.state_dir = state_dir
         self.worker = worker
+        self.workers = workers
+        self._decision_mtime = None
         self.clients = DistinctClients(clock, key)
         self.mapping: dict[str, str | None] = {b: None for b in BANDS}  # nothing published until decided
         self.decided_at: float | None = None
@@ -159,6 +164,24 @@ class Metrics:
         if len(self.latencies) < 100000:
             self.latencies.append((protocol, seconds))
 
+    def observe(self, req, seconds: float) -> None:
+        """One answered DNS query (the observe stage's listener): counts only, nothing identifying kept."""
+        d = req.decision
+        group = req.group
+        band = d.band if d is not None else (group.band.id if group is not None else "none")
+        action = d.action.value if d is not None else ("refused" if group is None else "local")
+        self.count_query(band, action, req.proto, req.client if group is not None else None, seconds)
+        if d is None:
+            if req.query.qname.endswith("resolver.arpa"):
+                self.bypass[(band, "resolver_discovery")] += 1
+            return
+        if action == "block":
+            self.blocks[(band, d.category or d.reason.value)] += 1
+            if d.category == "bypass":
+                self.bypass[(band, BYPASS_KINDS.get(d.matched or "", "bypass_names"))] += 1
+        elif action == "rewrite":
+            self.rewrites[(band, d.engine or "other")] += 1
+
     # -- publishing ------------------------------------------------------------------------------
     def _decision_file(self) -> Path | None:
         return self.state_dir / "privacy-decision.json" if self.state_dir else None
@@ -174,11 +197,43 @@ class Metrics:
         except (OSError, ValueError, KeyError, TypeError):
             pass
 
+    def share(self) -> None:
+        """Write this worker's keyed client hashes where worker 0 can union them (workers > 1)."""
+        if self.state_dir is None or self.workers <= 1:
+            return
+        week = self.clients.week()
+        data = {b: sorted(week.get(b, ())) for b in BANDS}
+        path = self.state_dir / f"clients-{self.worker}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data))
+        os.replace(tmp, path)
+
+    def _all_clients(self) -> dict[str, set[int]]:
+        week = self.clients.week()
+        if self.state_dir is None or self.workers <= 1:
+            return week
+        merged = {b: set(week.get(b, ())) for b in BANDS}
+        for path in self.state_dir.glob("clients-*.json"):
+            try:
+                for band, values in json.loads(path.read_text()).items():
+                    merged.setdefault(band, set()).update(values)
+            except (OSError, ValueError):
+                continue
+        return merged
+
     def decide(self, force: bool = False) -> None:
         now = self.clock()
+        if self.worker != 0:  # only worker 0 decides; the others follow its decision file
+            path = self._decision_file()
+            if path is not None and path.exists() and path.stat().st_mtime != self._decision_mtime:
+                self._decision_mtime = path.stat().st_mtime
+                self._load_decision()
+            return
         if not force and self.decided_at is not None and now - self.decided_at < self.decision_interval:
             return
-        counts = {b: len(self.clients.week().get(b, ())) for b in BANDS}
+        all_clients = self._all_clients()
+        counts = {b: len(all_clients.get(b, ())) for b in BANDS}
         self.mapping = publish_map(counts, self.min_group_size)
         self.decided_at = now
         path = self._decision_file()
@@ -202,6 +257,19 @@ class Metrics:
             rewrites, self.rewrites = self.rewrites, Counter()
             bypass, self.bypass = self.bypass, Counter()
             latencies, self.latencies = self.latencies, []
+        if any(mapping.get(band) is None for band, _, _ in queries if band in BANDS):
+            # Some clients' band is withheld (not decided yet, or the whole school is below
+            # min_group_size): publish no query-derived figure, or totals minus bands would describe
+            # them. Keep the counts (bounded: a few keys) until a decision lets them out.
+            self._withheld = True
+            with self._lock:
+                self.queries.update(queries)
+                self.blocks.update(blocks)
+                self.rewrites.update(rewrites)
+                self.bypass.update(bypass)
+                self.latencies = (latencies + self.latencies)[:100000]
+            return
+        self._withheld = False
         for (band, action, proto), n in queries.items():
             if (b := label(band)) is not None:
                 self.dns_queries.labels(b, action, proto).inc(n)
@@ -219,6 +287,8 @@ class Metrics:
 
     def set_cache(self, stats: dict) -> None:
         self.cache_entries.set(stats.get("entries", 0))
+        if getattr(self, "_withheld", False):
+            return
         for result, key in (("hit", "hits"), ("miss", "misses"), ("stale", "stale_hits")):
             value = stats.get(key, 0)
             if value > self._cache_seen[result]:
@@ -231,24 +301,35 @@ class Metrics:
             self._rate_seen = total
 
     def set_policy(self, snapshot, loaded_at: float) -> None:
-        self.policy_info.clear()
-        self.policy_info.labels(snapshot.version, snapshot.fingerprint[:16]).set(1)
+        labels = (snapshot.version, snapshot.fingerprint[:16])
+        old = getattr(self, "_policy_labels", None)
+        if old is not None and old != labels:
+            if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+                self.policy_info.labels(*old).set(0)  # another worker's file may still hold it: say it is gone
+            else:
+                self.policy_info.remove(*old)
+        self._policy_labels = labels
+        self.policy_info.labels(*labels).set(1)
         self.policy_loaded.set(loaded_at)
         self.policy_warnings.set(len(snapshot.warnings))
         school = snapshot.school
-        self.school_info.clear()
         self.school_info.labels(school.id, school.ward, ";".join(school.levels)).set(1)
 
     def exposition(self) -> bytes:
         from prometheus_client import generate_latest
 
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-            from prometheus_client import CollectorRegistry, multiprocess
-
-            registry = CollectorRegistry()
-            multiprocess.MultiProcessCollector(registry)
-            return generate_latest(registry)
+            return self.multiprocess_exposition()
         return generate_latest(self.registry)
+
+    @staticmethod
+    def multiprocess_exposition() -> bytes:
+        """Every worker's numbers, added up (prometheus-client's multiprocess mode)."""
+        from prometheus_client import CollectorRegistry, generate_latest, multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry)
 
 
 class MetricsServer:

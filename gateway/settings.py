@@ -63,6 +63,22 @@ class DnsSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class MetricsSettings:
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 9153
+    allow: tuple = ()  # scraper networks; empty = loopback only
+    basic_auth: tuple[str, str] | None = None  # (username, password read from password_file)
+    tls: dict | None = None  # {"cert", "key", "client_ca"?}
+
+
+@dataclass(frozen=True, slots=True)
+class PrivacySettings:
+    min_group_size: int = 10
+    decision_interval: float = 86400.0  # seconds between decisions on which bands to merge
+
+
+@dataclass(frozen=True, slots=True)
 class PolicySettings:
     department: Path
     school: Path
@@ -74,6 +90,11 @@ class PolicySettings:
 class Settings:
     dns: DnsSettings
     policy: PolicySettings
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    privacy: PrivacySettings = field(default_factory=PrivacySettings)
+    state_dir: Path | None = None  # persistent state (bundles, audit trail); None = the cache dir
+    updater: object = None  # UpdaterSettings when an `updater:` section is present
+    proxy: object = None  # ProxySettings when a `proxy:` section is present
     log_level: str = "info"
     source: str = "(built-in defaults)"
     embedded: bool = True  # True when no config file was given: the shipped default configuration
@@ -123,7 +144,7 @@ def load_settings(path: Path) -> Settings:
     if value is not None and not isinstance(value, YMap):
         r.problem(1, "schema.type", key="(document)", expected="a mapping", got="text")
     doc.line, doc.key_lines = getattr(doc, "line", 1), getattr(doc, "key_lines", {})
-    r.keys(doc, "gateway.yaml", ("dns", "policy", "log"))
+    r.keys(doc, "gateway.yaml", ("dns", "policy", "log", "metrics", "privacy", "state_dir", "updater", "proxy"))
     dns_m = r.mapping(doc, "dns") or YMap()
     if not hasattr(dns_m, "key_lines"):
         dns_m.line, dns_m.key_lines = 1, {}
@@ -225,13 +246,69 @@ def load_settings(path: Path) -> Settings:
         cache_dir=rel("cache_dir", base.policy.cache_dir),
         watch=bool(pol_m.get("watch", True)) if isinstance(pol_m, dict) else True,
     )
+    metrics = _metrics(r, r.mapping(doc, "metrics"), path.parent)
+    priv_m = r.mapping(doc, "privacy")
+    privacy = PrivacySettings()
+    if priv_m is not None:
+        r.keys(priv_m, "privacy", ("min_group_size", "decision_interval"))
+        privacy = PrivacySettings(
+            min_group_size=r.typed(priv_m, "min_group_size", int, "a number", 10),
+            decision_interval=float(r.typed(priv_m, "decision_interval", (int, float), "seconds", 86400)),
+        )
+    state_raw = r.typed(doc, "state_dir", str, "a folder path")
+    state_dir = (here / state_raw).resolve() if state_raw else None
+    updater = proxy = None
+    if doc.get("updater") is not None:
+        from gateway.updater import read_updater_settings
+
+        updater = read_updater_settings(r.mapping(doc, "updater"), r, here)
+    if doc.get("proxy") is not None:
+        from gateway.proxy.config import read_proxy_settings
+
+        proxy = read_proxy_settings(r.mapping(doc, "proxy"), r, here)
     log_m = r.mapping(doc, "log") or {}
     if isinstance(log_m, YMap):
         r.keys(log_m, "log", ("level",))
     level = str(log_m.get("level", "info")) if isinstance(log_m, dict) else "info"
     if any(not p.warning for p in problems):
         raise ConfigError(problems)
-    return Settings(dns=dns, policy=policy, log_level=level, source=display, embedded=False)
+    return Settings(dns=dns, policy=policy, metrics=metrics, privacy=privacy, state_dir=state_dir, updater=updater,
+                    proxy=proxy, log_level=level, source=display, embedded=False)
+
+
+def _metrics(r: FieldReader, m: YMap | None, here: Path) -> MetricsSettings:
+    if m is None:
+        return MetricsSettings()
+    r.keys(m, "metrics", ("enabled", "listen", "allow", "basic_auth", "tls"))
+    host, port = "127.0.0.1", 9153
+    raw = r.typed(m, "listen", str, "host:port")
+    if raw:
+        try:
+            listen = _listen(raw)
+            host, port = listen.host, listen.port
+        except ValueError:
+            r.problem(m.line_of("listen"), "settings.bad_listen", value=raw)
+    auth = None
+    auth_m = r.mapping(m, "basic_auth")
+    if auth_m is not None:
+        r.keys(auth_m, "metrics.basic_auth", ("username", "password_file"), ("username", "password_file"))
+        pw_file = r.typed(auth_m, "password_file", str, "a file path")
+        if pw_file:
+            try:
+                auth = (str(auth_m.get("username", "")), (here / pw_file).read_text(encoding="utf-8").strip())
+            except OSError:
+                r.problem(auth_m.line_of("password_file"), "file.missing")
+    tls = None
+    tls_m = r.mapping(m, "tls")
+    if tls_m is not None:
+        r.keys(tls_m, "metrics.tls", ("cert", "key", "client_ca"), ("cert", "key"))
+        tls = {k: str((here / str(v)).resolve()) for k, v in tls_m.items() if v}
+    return MetricsSettings(
+        enabled=bool(r.typed(m, "enabled", bool, "yes/no", True)),
+        host=host, port=port,
+        allow=tuple(n for n, _ in r.networks(m, "allow")),
+        basic_auth=auth, tls=tls,
+    )
 
 
 def system_resolvers(resolv_conf: Path | None = None) -> list[str]:

@@ -1,4 +1,7 @@
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+# Shared test helpers: policyfactory (tests/), fakeupstream and gatewayproc (tests/dns/). No packages
+# here on purpose: a tests/dns package would shadow dnspython's `dns`.
+_HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(_HERE), str(_HERE / "dns")]

@@ -63,10 +63,12 @@ def free_port() -> int:
 
 class GatewayProcess:
     def __init__(self, root: Path, upstreams: list[str], *, dns_extra: str = "", school: str = DNS_SCHOOL,
-                 lists: dict | None = None, env: dict | None = None, workers: int = 1):
+                 lists: dict | None = None, env: dict | None = None, workers: int = 1,
+                 top_extra: str = ""):
         self.root = root
         self.paths = write_policy(root, school=school, lists=DNS_LISTS if lists is None else lists)
         self.port = free_port()
+        self.metrics_port = free_port()
         self.config = root / "gateway.yaml"
         ups = "\n".join(f"    - {u}" for u in upstreams)
         self.config.write_text(textwrap.dedent(f"""\
@@ -77,6 +79,9 @@ class GatewayProcess:
               upstreams:
             {ups}
             """) + textwrap.indent(textwrap.dedent(dns_extra), "  ") + textwrap.dedent(f"""\
+            metrics:
+              listen: "127.0.0.1:{self.metrics_port}"
+            """) + textwrap.dedent(top_extra) + textwrap.dedent(f"""\
             policy:
               department: {self.paths.department}
               school: {self.paths.school}
@@ -116,6 +121,12 @@ class GatewayProcess:
         if tcp:
             return dns.query.tcp(q, host, port=self.port, source=source, timeout=timeout)
         return dns.query.udp(q, host, port=self.port, source=source, timeout=timeout)
+
+    def scrape(self) -> str:
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as r:
+            return r.read().decode()
 
     def reload(self) -> None:
         self.proc.send_signal(signal.SIGHUP)

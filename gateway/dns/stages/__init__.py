@@ -15,7 +15,7 @@ class Request:
     """One client query on its way through the chain; lives only while the query is served."""
 
     __slots__ = ("client", "decision", "from_upstream", "group", "local", "lookup_key", "lookup_packet", "meta",
-                 "port", "proto", "query", "upstreams")
+                 "port", "proto", "query", "started", "upstreams")
 
     def __init__(self, query: Query, client: str, port: int, proto: str):
         self.query = query
@@ -30,6 +30,7 @@ class Request:
         self.from_upstream = False
         self.local = False  # a school-internal name (local record / forward zone): no rebinding check
         self.upstreams = None  # a forward zone's upstreams, set by the local stage
+        self.started = 0.0
 
 
 class Stage:

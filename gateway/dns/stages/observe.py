@@ -4,7 +4,6 @@ It never stores a client address or a name."""
 from __future__ import annotations
 
 import time
-from collections import Counter
 from collections.abc import Callable
 
 from gateway.dns.stages import Request, Stage
@@ -15,14 +14,15 @@ class ObserveStage(Stage):
 
     def __init__(self, clock: Callable[[], float] = time.perf_counter):
         self.clock = clock
-        self.counts: Counter = Counter()  # (band, action, proto) -> queries
-        self.listeners: list[Callable[[Request, bytes], None]] = []
+        self.listeners: list[Callable[[Request, float], None]] = []  # (request, seconds to answer)
+
+    def before(self, req: Request):
+        req.started = self.clock()
+        return None
 
     def after(self, req: Request, response: bytes) -> bytes:
-        d = req.decision
-        band = d.band if d is not None else (req.group.band.id if req.group is not None else "none")
-        action = d.action.value if d is not None else ("refused" if req.group is None else "local")
-        self.counts[(band, action, req.proto)] += 1
-        for listener in self.listeners:
-            listener(req, response)
+        if self.listeners:
+            seconds = self.clock() - req.started
+            for listener in self.listeners:
+                listener(req, seconds)
         return response
