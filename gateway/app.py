@@ -152,6 +152,7 @@ class Gateway:
             return False
         old = self.components.holder.swap(snapshot)
         self.reloads["ok"] += 1
+        self._audit(snapshot)
         if self.metrics is not None:
             self.metrics.reloads.labels("ok").inc()
             self.metrics.set_policy(snapshot, time.time())
@@ -191,6 +192,28 @@ class Gateway:
                 await self.reload()
             else:
                 pending = current
+
+    def _audit(self, snapshot: Snapshot) -> None:
+        from gateway.audit import AuditTrail
+
+        if self.worker != 0:
+            return
+        try:
+            entry = AuditTrail(state_dir(self.settings) / "audit.jsonl").record(snapshot)
+        except OSError as exc:
+            log.warning("could not write the policy audit trail: %s", exc)
+            return
+        if entry is not None:
+            log.info("policy change recorded in the audit trail: %s", "; ".join(entry["changes"])[:500])
+
+    async def _flush_query_log(self, qlog, interval: float = 5.0) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await loop.run_in_executor(None, qlog.flush)
+            except Exception as exc:
+                log.warning("query log write failed: %s", exc)
 
     async def _flush_metrics(self, interval: float = 1.0) -> None:
         m, comps = self.metrics, self.components
@@ -266,7 +289,15 @@ class Gateway:
             except (NotImplementedError, RuntimeError):
                 pass
         self._watch_state = self._file_state(snapshot)
+        self._audit(snapshot)
         watcher = loop.create_task(self._watch()) if settings.policy.watch else None
+        qlog_task = None
+        if settings.query_log.enabled:
+            from gateway.querylog import QueryLog
+
+            qlog = QueryLog(query_log_path(settings), settings.query_log.privacy, settings.query_log.retention_days)
+            comps.observe.listeners.append(qlog.observe)
+            qlog_task = loop.create_task(self._flush_query_log(qlog))
         metrics_server = None
         if settings.metrics.enabled:
             self.metrics = make_metrics(settings, self.worker, self.workers)
@@ -289,6 +320,9 @@ class Gateway:
             watcher.cancel()
         if flusher:
             flusher.cancel()
+        if qlog_task:
+            qlog_task.cancel()
+            await loop.run_in_executor(None, qlog.flush)
         if metrics_server is not None:
             metrics_server.stop()
         for t in transports:
@@ -306,6 +340,10 @@ def state_dir(settings: Settings) -> Path:
     from gateway.settings import default_cache_dir
 
     return settings.state_dir or settings.policy.cache_dir or default_cache_dir()
+
+
+def query_log_path(settings: Settings) -> Path:
+    return settings.query_log.path or state_dir(settings) / "querylog.sqlite"
 
 
 def make_metrics(settings: Settings, worker: int = 0, workers: int = 1):

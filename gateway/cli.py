@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import importlib
 import sys
 from pathlib import Path
 
@@ -157,6 +158,52 @@ def cmd_run(args) -> int:
     return run(settings)
 
 
+def _settings(args):
+    from gateway.settings import defaults, load_settings
+
+    return load_settings(Path(args.config)) if getattr(args, "config", None) else defaults()
+
+
+def cmd_log(args) -> int:
+    from gateway.app import query_log_path
+    from gateway.querylog import QueryLog
+
+    settings = _settings(args)
+    path = query_log_path(settings)
+    if not path.exists():
+        print(tr("log.none", args.lang, path=str(path)))
+        return 1
+    qlog = QueryLog(path, settings.query_log.privacy, settings.query_log.retention_days)
+    since = None
+    if args.since:
+        since = dt.datetime.fromisoformat(args.since).replace(tzinfo=dt.timezone(dt.timedelta(hours=7))).timestamp()
+    if settings.query_log.privacy == "counts":
+        for hour, band, action, category, n in qlog.counts():
+            print(f"{dt.datetime.fromtimestamp(hour, dt.UTC).isoformat()} {band} {action} {category} {n}")
+        return 0
+    for ts, client, name, qtype, band, action, reason, category in qlog.search(
+            client=args.client, name=args.name, action=args.action, since=since, limit=args.limit):
+        when = dt.datetime.fromtimestamp(ts, dt.UTC).astimezone(dt.timezone(dt.timedelta(hours=7)))
+        print(f"{when:%Y-%m-%d %H:%M:%S} {client or '-':15} {band:9} {action:8} {category or reason or '-':14} "
+              f"{name or '-'} ({qtype})")
+    return 0
+
+
+def cmd_audit(args) -> int:
+    from gateway.app import state_dir
+    from gateway.audit import AuditTrail
+
+    records = AuditTrail(state_dir(_settings(args)) / "audit.jsonl").records()
+    if not records:
+        print(tr("audit.none", args.lang))
+        return 0
+    for r in records:
+        print(f"{r['time']}  {(r.get('old_fingerprint') or '-')[:12]} -> {r['fingerprint'][:12]}")
+        for change in r.get("changes", []):
+            print(f"    {change}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="school-gateway", description="School network-safety gateway")
     parser.add_argument("--version", action="version", version=f"school-gateway {__version__}")
@@ -185,6 +232,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="gateway.yaml (default: the embedded default configuration)")
     p.add_argument("--lang", choices=("vi", "en"), default="vi")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("log", help="search the local query log (when enabled in gateway.yaml)")
+    p.add_argument("--config")
+    p.add_argument("--client")
+    p.add_argument("--name", help="part of a domain name")
+    p.add_argument("--action", choices=("allow", "block", "rewrite", "refused", "local"))
+    p.add_argument("--since", help='e.g. "2026-12-01 07:00" (Hanoi time)')
+    p.add_argument("--limit", type=int, default=100)
+    p.add_argument("--lang", choices=("vi", "en"), default="vi")
+    p.set_defaults(func=cmd_log)
+
+    p = sub.add_parser("audit", help="list recorded policy changes (what was blocked or allowed, and when)")
+    p.add_argument("--config")
+    p.add_argument("--lang", choices=("vi", "en"), default="vi")
+    p.set_defaults(func=cmd_audit)
+
+    for module in ("gateway.report.cli", "gateway.updater.cli", "gateway.proxy.cli", "gateway.doctor"):
+        try:
+            add = importlib.import_module(module).add_commands
+        except (ImportError, AttributeError):
+            continue  # an optional part that is not installed (e.g. the proxy extra)
+        add(sub)
     return parser
 
 

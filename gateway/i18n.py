@@ -107,6 +107,9 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "policy.no_school": ("không tìm thấy tệp chính sách của trường", "no school policy file was found"),
     "settings.bad_listen": ("địa chỉ lắng nghe '{value}' không hợp lệ — ví dụ 0.0.0.0:53 hoặc [::]:53",
                             "listen address '{value}' is not valid — e.g. 0.0.0.0:53 or [::]:53"),
+    "log.none": ("chưa có nhật ký truy vấn ({path}) — bật log.query_log trong gateway.yaml",
+                 "no query log yet ({path}) — enable log.query_log in gateway.yaml"),
+    "audit.none": ("chưa ghi nhận thay đổi chính sách nào", "no policy change recorded yet"),
     # explain / validate output
     "validate.ok": ("Hợp lệ: {files} tệp, {categories} danh mục, {entries} tên miền, {groups} nhóm máy.",
                     "Valid: {files} files, {categories} categories, {entries} domains, {groups} client groups."),

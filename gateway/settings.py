@@ -73,6 +73,14 @@ class MetricsSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class QueryLogSettings:
+    enabled: bool = False  # off by default: a pupil's browsing log is personal data (Decree 13, PDPL)
+    path: Path | None = None  # default: <state_dir>/querylog.sqlite
+    privacy: str = "hide_clients"  # full | hide_names | hide_clients | counts
+    retention_days: int = 7
+
+
+@dataclass(frozen=True, slots=True)
 class PrivacySettings:
     min_group_size: int = 10
     decision_interval: float = 86400.0  # seconds between decisions on which bands to merge
@@ -96,6 +104,7 @@ class Settings:
     updater: object = None  # UpdaterSettings when an `updater:` section is present
     proxy: object = None  # ProxySettings when a `proxy:` section is present
     log_level: str = "info"
+    query_log: QueryLogSettings = field(default_factory=QueryLogSettings)
     source: str = "(built-in defaults)"
     embedded: bool = True  # True when no config file was given: the shipped default configuration
 
@@ -267,13 +276,28 @@ def load_settings(path: Path) -> Settings:
 
         proxy = read_proxy_settings(r.mapping(doc, "proxy"), r, here)
     log_m = r.mapping(doc, "log") or {}
+    query_log = QueryLogSettings()
     if isinstance(log_m, YMap):
-        r.keys(log_m, "log", ("level",))
+        r.keys(log_m, "log", ("level", "query_log"))
+        ql = r.mapping(log_m, "query_log")
+        if ql is not None:
+            r.keys(ql, "log.query_log", ("enabled", "path", "privacy", "retention_days"))
+            level_q = r.typed(ql, "privacy", str, "full, hide_names, hide_clients or counts", "hide_clients")
+            if level_q not in ("full", "hide_names", "hide_clients", "counts"):
+                r.problem(ql.line_of("privacy"), "schema.choice", key="privacy",
+                          allowed="full, hide_names, hide_clients, counts", got=level_q)
+            raw_path = r.typed(ql, "path", str, "a file path")
+            query_log = QueryLogSettings(
+                enabled=bool(r.typed(ql, "enabled", bool, "yes/no", False)),
+                path=(here / raw_path).resolve() if raw_path else None,
+                privacy=level_q,
+                retention_days=r.typed(ql, "retention_days", int, "days", 7),
+            )
     level = str(log_m.get("level", "info")) if isinstance(log_m, dict) else "info"
     if any(not p.warning for p in problems):
         raise ConfigError(problems)
     return Settings(dns=dns, policy=policy, metrics=metrics, privacy=privacy, state_dir=state_dir, updater=updater,
-                    proxy=proxy, log_level=level, source=display, embedded=False)
+                    proxy=proxy, log_level=level, query_log=query_log, source=display, embedded=False)
 
 
 def _metrics(r: FieldReader, m: YMap | None, here: Path) -> MetricsSettings:
