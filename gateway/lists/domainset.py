@@ -5,20 +5,21 @@ deterministic and identical on every platform and Python version (never the salt
 sorted into one `array('Q')`; parallel arrays hold the payload, `array('H')` source id and
 `array('I')` line number with the exception flag in bit 30 and subdomains-only in bit 31. A lookup
 probes the name and each parent, most specific first, skipping parents with fewer (or more) labels
-than any entry has. A probe is one crc32 and one bit test in a filter (one bit a slot, slot chosen
-by the crc32: about a byte an entry, ~11% false passes); only passing probes compute adler32 and
-bisect a bucket of the sorted keys, bounded by a table `array('I')` indexed by the crc32's top bits
-(about eight entries a bucket). The filter exists because on a miss, the common case, the
-interpreter's per-operation cost dominates: skipping the bucket search on ~90% of probes is worth
-more than any memory layout trick. About 15.6 bytes an entry; names themselves are not stored (the
-matching suffix is a slice of the queried name).
+than any entry has. A probe is one crc32 and one bit test in a filter (a bitmap of about eight bits
+an entry: byte `crc & mask`, bit `crc >> 29`; ~11% of absent names pass); only passing probes
+compute adler32 and bisect a bucket of the sorted keys, bounded by a table `array('I')` indexed by
+the crc32's top bits (about eight entries a bucket). The filter exists because on a miss, the
+common case, the interpreter's per-operation cost dominates: skipping the bucket search on ~90% of
+probes is worth more than any memory layout trick. About 15.6 bytes an entry; names themselves are
+not stored (the matching suffix is a slice of the queried name).
 
 False positives. Names are not stored, so two different names with the same 64-bit key are
 indistinguishable. For a name that is not listed, each probe wrongly hits with probability about
-n / 2**64 (n entries): for 5 million entries, ~3e-13 per probe, i.e. about once in three trillion
-lookups of a four-label name. That is acceptable because the error only goes one way: a collision
-can make an allowed name look listed (over-blocking, visible to staff through `explain` and fixable
-with an allow rule), but it can never hide a listed name, whose own key is always present.
+n / 2**64 (n entries): for 5 million entries ~3e-13 a probe, ~1e-12 for a four-label name (four
+probes), i.e. about once in a trillion lookups. That is acceptable because the error only goes one
+way: a collision can make an allowed name look listed (over-blocking, visible to staff through
+`explain`, whose file:line then shows a different name, and fixable with an allow rule), but it can
+never hide a listed name, whose own key is always present.
 
 On disk. `save` writes a portable little-endian file: magic b"SGWDSET\\0", format version, SHA-256
 of the body, then the caller's JSON metadata and the arrays, each 8-byte aligned so `load` can mmap
@@ -44,7 +45,7 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from itertools import islice, repeat
-from operator import and_, lshift, or_
+from operator import and_, itemgetter, lshift, or_
 from pathlib import Path
 from typing import Any
 from zlib import adler32, crc32
@@ -90,28 +91,28 @@ class Match:
     subdomains_only: bool
 
 
-def _slot_setter(cls: type, names: tuple[str, ...]) -> Any:
-    # A frozen dataclass's __init__ calls object.__setattr__ once per field, which makes it the
-    # most expensive step of a hit; writing the slots directly gives an identical object at half
-    # the cost. Only for classes whose every field is set here.
-    new = object.__new__
-    setters = tuple(cls.__dict__[name].__set__ for name in names)
-    set0, set1, set2, set3, set4, set5 = setters
+@dataclass(slots=True)
+class _MatchDraft:
+    """Match's mutable twin, retyped to Match once filled (see _new_match)."""
 
-    def make(a: Any, b: Any, c: Any, d: Any, e: Any, f: Any) -> Any:
-        obj = new(cls)
-        set0(obj, a)
-        set1(obj, b)
-        set2(obj, c)
-        set3(obj, d)
-        set4(obj, e)
-        set5(obj, f)
-        return obj
-
-    return make
+    depth: int
+    suffix: str
+    source: int
+    line: int
+    exception: bool
+    subdomains_only: bool
 
 
-_new_match = _slot_setter(Match, ("depth", "suffix", "source", "line", "exception", "subdomains_only"))
+def _new_match(depth: int, suffix: str, source: int, line: int, exception: bool, subdomains_only: bool) -> Match:
+    # A frozen dataclass's __init__ calls object.__setattr__ once per field, which made building
+    # Match objects the most expensive step of a hit. The twin has the same slots, so CPython
+    # allows retyping it; the result is an ordinary, frozen Match at about a third of the cost.
+    draft = _MatchDraft(depth, suffix, source, line, exception, subdomains_only)
+    draft.__class__ = Match  # type: ignore[assignment]
+    return draft  # type: ignore[return-value]
+
+
+assert _new_match(1, "a", 2, 3, False, True) == Match(1, "a", 2, 3, False, True)
 
 
 def name_key(name_bytes: bytes) -> int:
@@ -195,12 +196,15 @@ class DomainSet:
     @classmethod
     def from_columns(
         cls,
-        names: Sequence[str],
+        names: Sequence[str] | Sequence[bytes],
         sources: Sequence[int],
         lines: Sequence[int],
         flags: Sequence[int] | None = None,
     ) -> DomainSet:
-        """Same as build(), from parallel sequences: no tuple per entry for multi-million lists."""
+        """Same as build(), from parallel sequences: no tuple per entry for multi-million lists.
+
+        `names` are normalized names, all str or all ASCII bytes (as formats.read_columns gives).
+        """
         n = len(names)
         if flags is None:
             flags = [0] * n
@@ -215,15 +219,16 @@ class DomainSet:
                 raise ValueError("flags must be between 0 and 3")
         # Whole-column passes through map() run in C; a Python-level loop per entry would cost
         # several times more for multi-million lists.
-        encoded = list(map(str.encode, names))
+        encoded = names if n and isinstance(names[0], bytes) else list(map(str.encode, names))  # type: ignore[arg-type]
         keys = list(map(or_, map(lshift, map(crc32, encoded), repeat(32)), map(adler32, encoded)))
-        dots = list(map(bytes.count, encoded, repeat(b".")))
+        dots = list(map(bytes.count, encoded, repeat(b".")))  # type: ignore[arg-type]
         labels = (min(dots) + 1, max(dots) + 1) if n else (1, 0)
         del encoded, dots
-        packed = list(map(or_, lines, map(lshift, flags, repeat(30)))) if any(flags) else list(lines)
+        packed = list(map(or_, lines, map(lshift, flags, repeat(30)))) if any(flags) else lines
         # sorted() is stable: entries sharing a name keep their input order.
         order = sorted(range(n), key=keys.__getitem__)
-        key_array = array("Q", list(map(keys.__getitem__, order)))
+        gather = _gatherer(order)
+        key_array = array("Q", gather(keys))
         del keys
         # The crc32 halves as small ints, read straight out of the array (no per-key shift).
         halves = memoryview(key_array).cast("B").cast("I")
@@ -234,9 +239,8 @@ class DomainSet:
         return cls(
             key_array,
             _bucket_table(sorted_checks, bucket_bits),
-            # array() from a list is many times faster than from an iterator.
-            array("H", list(map(sources.__getitem__, order))),
-            array("I", list(map(packed.__getitem__, order))),
+            array("H", gather(sources)),
+            array("I", gather(packed)),
             _filter(sorted_checks, filter_bits),
             bucket_bits,
             filter_bits,
@@ -251,18 +255,18 @@ class DomainSet:
         An entry flagged subdomains_only covers only proper subdomains. Within one depth, entries
         keep their build order. Returns () on a miss.
         """
-        found = self._probe(name, _new_match)
+        found = self._probe(name, True)
         return tuple(found) if found else ()
 
-    def raw_matches(self, name: str) -> list[tuple[int, str, int, int]]:
+    def raw_matches(self, name: str) -> Sequence[tuple[int, str, int, int]]:
         """matches() without Match objects: (depth, suffix, source, line | flags << 30) tuples.
 
-        For ListIndex, which turns them straight into its own answers.
+        For ListIndex, which turns them straight into its own answers; () on a miss.
         """
-        return self._probe(name, None) or []
+        return self._probe(name, False) or ()
 
-    def _probe(self, name: str, make: Any) -> list[Any] | None:
-        # One loop serves matches() and raw_matches(): `make` builds a Match, or None for tuples.
+    def _probe(self, name: str, as_match: bool) -> list[Any] | None:
+        # One loop serves matches() (Match objects) and raw_matches() (tuples).
         # The loop body up to the filter test is the miss path: keep it to the fewest operations.
         data = name.encode()
         labels = data.count(b".") + 1
@@ -270,6 +274,8 @@ class DomainSet:
         if last < 0:
             return None
         depth = labels - self._max_labels
+        if depth > last:  # only when the set is empty
+            return None
         part = data
         if depth > 0:
             for _ in range(depth):
@@ -298,19 +304,20 @@ class DomainSet:
                     while True:
                         packed = lines[i]
                         if depth or packed < _SUBDOMAINS_BIT:
-                            if make is None:
-                                found.append((depth, suffix, sources[i], packed))
-                            else:
-                                found.append(
-                                    make(
-                                        depth,
-                                        suffix,
-                                        sources[i],
-                                        packed & _LINE_MASK,
-                                        (packed & _EXCEPTION_BIT) != 0,
-                                        packed >= _SUBDOMAINS_BIT,
-                                    )
+                            if as_match:
+                                # Inlined _new_match: this is the costliest step of a hit.
+                                match = _MatchDraft(
+                                    depth,
+                                    suffix,
+                                    sources[i],
+                                    packed & _LINE_MASK,
+                                    (packed & _EXCEPTION_BIT) != 0,
+                                    packed >= _SUBDOMAINS_BIT,
                                 )
+                                match.__class__ = Match  # type: ignore[assignment]
+                                found.append(match)
+                            else:
+                                found.append((depth, suffix, sources[i], packed))
                         i += 1
                         if i == hi or keys[i] != key:
                             break
@@ -329,6 +336,8 @@ class DomainSet:
         if last < 0:
             return False
         depth = labels - self._max_labels
+        if depth > last:  # only when the set is empty
+            return False
         part = data
         if depth > 0:
             for _ in range(depth):
@@ -477,6 +486,15 @@ class DomainSet:
             raise DomainSetFormatError(f"{where}: bucket table does not cover the entries")
         labels = (min_labels, max_labels)
         return cls(keys, table, sources, lines, bloom, bucket_bits, filter_bits, labels, backing), meta
+
+
+def _gatherer(order: list[int]) -> Any:
+    """A function returning `column` permuted by `order`, as a sequence array() accepts quickly."""
+    if len(order) < 2:  # itemgetter() needs an argument, and returns a bare item for one
+        return lambda column: [column[i] for i in order]
+    # itemgetter walks the indices in C; faster than map(column.__getitem__, order), and array()
+    # is built far faster from a tuple or list than from an iterator.
+    return itemgetter(*order)
 
 
 def _bucket_table(sorted_checks: list[int], bits: int) -> array:

@@ -35,7 +35,7 @@ _HOSTS_SKIP = frozenset(
 
 # Bytes a canonical ASCII host name is made of; anything else leaves the fast path.
 _NAME_BYTES = b"abcdefghijklmnopqrstuvwxyz0123456789-_."
-_DIRTY = re.compile(r"[^a-z0-9._\n-]")
+_DIRTY = re.compile(rb"[^a-z0-9._\n-]")
 _BOM = b"\xef\xbb\xbf"
 _REGEX_WHY = "a regular expression, which DNS filtering cannot apply; list the host names instead"
 
@@ -77,11 +77,12 @@ class ParsedList:
 class ListColumns:
     """The same result as ParsedList, column-wise: millions of names without one object each.
 
-    `flags` uses the DomainSet bits (FLAG_EXCEPTION, FLAG_SUBDOMAINS_ONLY).
+    `names` are the normalized names as ASCII bytes (what DomainSet hashes); `flags` uses the
+    DomainSet bits (FLAG_EXCEPTION, FLAG_SUBDOMAINS_ONLY).
     """
 
     path: str
-    names: list[str] = field(default_factory=list)
+    names: list[bytes] = field(default_factory=list)
     line_numbers: list[int] = field(default_factory=list)
     flags: list[int] = field(default_factory=list)
     lines: int = 0
@@ -92,10 +93,8 @@ class ListColumns:
         entry = ListEntry
         # Most entries carry no flags; the two-argument call is the cheaper one.
         return [
-            entry(name, line)
-            if not f
-            else entry(name, line, bool(f & FLAG_EXCEPTION), bool(f & FLAG_SUBDOMAINS_ONLY))
-            for name, line, f in zip(self.names, self.line_numbers, self.flags, strict=True)
+            entry(name, line) if not f else entry(name, line, bool(f & FLAG_EXCEPTION), bool(f & FLAG_SUBDOMAINS_ONLY))
+            for name, line, f in zip(map(bytes.decode, self.names), self.line_numbers, self.flags, strict=True)
         ]
 
 
@@ -147,10 +146,9 @@ def _scan_bytes(data: bytes, display: str) -> ListColumns:
     # Normalise line endings once in C rather than stripping '\r' from every line.
     if b"\r" in data:
         data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-    # surrogateescape keeps undecodable bytes as lone surrogates, so one bad line cannot fail the
-    # whole decode; _parse_text_line rejects exactly those lines.
-    text = data.decode("utf-8", "surrogateescape")
-    lines = text.split("\n")
+    # Work on bytes: canonical names are ASCII, so they never need decoding (DomainSet hashes
+    # bytes), and undecodable bytes only ever reject their own line.
+    lines = data.split(b"\n")
     if lines and not lines[-1]:
         lines.pop()
     cols = ListColumns(display, lines=len(lines))
@@ -158,21 +156,21 @@ def _scan_bytes(data: bytes, display: str) -> ListColumns:
     # One C-speed scan finds the lines holding any byte outside a canonical name (comments, hosts
     # lines, AdBlock rules, upper case, Unicode). They are set aside and blanked so the loop below
     # needs only cheap structural checks on every other line.
-    dirty: dict[int, str] = {}
+    dirty: dict[int, bytes] = {}
     search = _DIRTY.search
     index = 0
     counted = 0
-    found = search(text)
+    found = search(data)
     while found is not None:
         at = found.start()
-        index += text.count("\n", counted, at)
+        index += data.count(b"\n", counted, at)
         counted = at
         dirty[index] = lines[index]
-        lines[index] = ""
-        end = text.find("\n", at)
+        lines[index] = b""
+        end = data.find(b"\n", at)
         if end < 0:
             break
-        found = search(text, end)
+        found = search(data, end)
 
     add_name = cols.names.append
     add_number = cols.line_numbers.append
@@ -181,17 +179,26 @@ def _scan_bytes(data: bytes, display: str) -> ListColumns:
         # The structural checks make a clean line exactly what normalize() would return: no empty
         # label, every label <= 63 (the whole name is), ending in a letter (so no trailing dot and
         # no all-digit last label, which is how IP addresses look).
-        if line and len(line) <= 63 and line[-1] >= "a" and line[0] != "." and ".." not in line:
+        if line and len(line) <= 63 and line[-1] >= 0x61 and line[0] != 0x2E and b".." not in line:
             add_name(line)
             add_number(number)
             add_flags(0)
         elif line:
-            _parse_text_line(cols, line, number)
+            _parse_raw_line(cols, line, number)
         elif dirty:
             held = dirty.pop(number - 1, None)
             if held is not None:
-                _parse_text_line(cols, held, number)
+                _parse_raw_line(cols, held, number)
     return cols
+
+
+def _parse_raw_line(cols: ListColumns, raw: bytes, number: int) -> None:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        _reject(cols, number, f"not valid UTF-8 (byte {exc.start + 1}); save the file as UTF-8")
+        return
+    _parse_text_line(cols, text, number)
 
 
 def _reject(cols: ListColumns, number: int, why: str) -> None:
@@ -201,7 +208,7 @@ def _reject(cols: ListColumns, number: int, why: str) -> None:
 
 
 def _add(cols: ListColumns, name: str, number: int, flags: int) -> None:
-    cols.names.append(name)
+    cols.names.append(name.encode("ascii"))
     cols.line_numbers.append(number)
     cols.flags.append(flags)
 
@@ -211,12 +218,6 @@ def _parse_text_line(cols: ListColumns, text: str, number: int) -> None:
     s = text.strip()
     if not s or s[0] in "#!;":
         return
-    if not s.isascii():
-        try:
-            s.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            _reject(cols, number, f"not valid UTF-8 (column {exc.start + 1}); save the file as UTF-8")
-            return
     if s[0] == "[" and s[-1] == "]":
         return  # "[Adblock Plus 2.0]" header
     hash_at = s.find("#")
@@ -239,8 +240,7 @@ def _parse_text_line(cols: ListColumns, text: str, number: int) -> None:
                 _parse_hosts(cols, words[1:], number)
                 return
             result = (
-                "several words on one line; write one domain per line,"
-                " or a hosts line that starts with an IP address"
+                "several words on one line; write one domain per line, or a hosts line that starts with an IP address"
             )
         else:
             result = _parse_plain(s)

@@ -140,12 +140,10 @@ def compile_lists(
         if cached is not None:
             domains, meta = cached
             errors = [LineError(str(p), int(n), str(why)) for p, n, why in meta["errors"]]
-            report = CompileReport(
-                len(domains), int(meta["bad_lines"]), errors, True, time.perf_counter() - started
-            )
+            report = CompileReport(len(domains), int(meta["bad_lines"]), errors, True, time.perf_counter() - started)
             return ListIndex(list_sources, domains), report
 
-    names: list[str] = []
+    names: list[bytes] = []
     ids: list[int] = []
     lines: list[int] = []
     flags: list[int] = []

@@ -273,3 +273,26 @@ def test_meta_must_be_json(tmp_path: Path) -> None:
     path = tmp_path / "m.sgwset"
     DomainSet.build([]).save(path, {"list": [1, 2], "text": "x"})
     assert DomainSet.load(path)[1] == json.loads('{"list": [1, 2], "text": "x"}')
+
+
+def test_from_columns_takes_bytes_or_str() -> None:
+    names = ["a.example", "b.a.example", "c.org"]
+    as_str = DomainSet.from_columns(names, [0, 1, 2], [1, 2, 3], [0, EXC, SUB])
+    as_bytes = DomainSet.from_columns([n.encode() for n in names], [0, 1, 2], [1, 2, 3], [0, EXC, SUB])
+    for query in ["x.b.a.example", "c.org", "x.c.org", "a.example"]:
+        assert as_str.matches(query) == as_bytes.matches(query)
+    assert DomainSet.from_columns(["one.example"], [0], [7]).matches("one.example") == (
+        Match(0, "one.example", 0, 7, False, False),
+    )
+
+
+def test_a_loaded_set_saves_again(tmp_path: Path) -> None:
+    first = tmp_path / "one.sgwset"
+    sample().save(first, {"k": 1})
+    loaded, _ = DomainSet.load(first)
+    second = tmp_path / "two.sgwset"
+    loaded.save(second, {"k": 2})
+    again, meta = DomainSet.load(second)
+    assert meta == {"k": 2}
+    for query in ["a.ok.example.com", "x.wild.org", "nothing.net"]:
+        assert again.matches(query) == sample().matches(query)

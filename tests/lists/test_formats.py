@@ -177,8 +177,7 @@ PATH = f"an AdBlock rule with a path or port, {NOT_DNS}; keep only '||name^'"
         ("x" * 64 + ".example", "label 'xxxxxxxxxxxxxxxxxxxx'... is 64 characters, the limit is 63"),
         (
             "two words",
-            "several words on one line; write one domain per line,"
-            " or a hosts line that starts with an IP address",
+            "several words on one line; write one domain per line, or a hosts line that starts with an IP address",
         ),
         (
             "address=/ads.example/0.0.0.0",
@@ -227,7 +226,7 @@ def test_undecodable_bytes_reject_only_that_line(tmp_path: Path) -> None:
     parsed = read_list(path, "latin1.txt")
     assert names(parsed) == ["good.example", "also.example"]
     assert parsed.bad_lines == 1
-    assert errors(parsed) == ["latin1.txt:2: not valid UTF-8 (column 2); save the file as UTF-8"]
+    assert errors(parsed) == ["latin1.txt:2: not valid UTF-8 (byte 2); save the file as UTF-8"]
 
 
 def test_ut1_category_folder_reads_domains_only(tmp_path: Path) -> None:
@@ -262,7 +261,7 @@ def test_columns_match_entries(tmp_path: Path) -> None:
     path = tmp_path / "l.txt"
     path.write_text("a.example\n@@||b.example^\n*.c.example\n")
     cols = read_columns(path)
-    assert cols.names == ["a.example", "b.example", "c.example"]
+    assert cols.names == [b"a.example", b"b.example", b"c.example"]
     assert cols.flags == [0, 1, 2]
     assert cols.entries() == read_list(path).entries
 
