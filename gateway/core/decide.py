@@ -44,7 +44,7 @@ def _decide(snap: Snapshot, group: GroupPolicy, name: str, now: dt.datetime, clo
     for hit in hits:
         cat = categories[hit.category]
         if cat.mandatory and cat.kind == "block":
-            return Decision(Action.BLOCK, Reason.MANDATORY, gid, bid, cat.id, f"categories.{cat.id} (mandatory)",
+            return Decision(Action.BLOCK, Reason.MANDATORY, gid, bid, cat.id, cat.rule,
                             f"{hit.source}:{hit.line}", hit.suffix, response=cat.block_response or band.response,
                             garden=group.garden is not None)
 

@@ -20,6 +20,7 @@ class Category:
     kind: str  # "block" | "allow"
     hotline: bool
     block_response: BlockResponse | None
+    rule: str = ""  # where it is declared, e.g. "policies/department/categories.yaml:12 categories.adult"
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gateway.lists.domainset import MAX_SOURCE, DomainSet, DomainSetFormatError
+from gateway.lists.domainset import MAX_SOURCE, DomainSet, DomainSetFormatError, mutable_twin
 from gateway.lists.formats import LineError, read_columns, resolve_list_file
 
 # Bumped whenever the meaning of a cached index changes (not its byte layout: DomainSet versions that).
@@ -37,6 +37,15 @@ class Hit:
     source: str
     line: int
     suffix: str
+
+
+_HitDraft = mutable_twin(Hit)
+
+
+def _hit(category: str, source: str, line: int, suffix: str) -> Hit:
+    draft = _HitDraft(category, source, line, suffix)
+    draft.__class__ = Hit
+    return draft  # type: ignore[return-value]
 
 
 @dataclass
@@ -86,7 +95,7 @@ class ListIndex:
             _depth, suffix, source, packed = raw[0]
             if packed & _EXCEPTION_BIT:
                 return _NO_HITS
-            return (Hit(category_of[source], self._show[source], packed & _LINE_MASK, suffix),)
+            return (_hit(category_of[source], self._show[source], packed & _LINE_MASK, suffix),)
         # raw comes most specific first, so the first entry seen per category is at its deciding
         # depth; a later entry at that same depth can only matter if it is an exception.
         deciding: dict[str, tuple[int, str, int, int]] = {}
@@ -104,7 +113,7 @@ class ListIndex:
         if not found:
             return _NO_HITS
         return tuple(
-            Hit(category_of[source], show[source], packed & _LINE_MASK, suffix)
+            _hit(category_of[source], show[source], packed & _LINE_MASK, suffix)
             for _depth, suffix, source, packed in found
         )
 

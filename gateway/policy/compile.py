@@ -53,7 +53,8 @@ def _compile(dept: DepartmentSpec, school: SchoolSpec, paths: PolicyPaths, probl
 
     root = paths.display_root
     categories = {
-        c.id: Category(c.id, c.name, c.description, c.mandatory, c.kind, c.hotline, c.block_response)
+        c.id: Category(c.id, c.name, c.description, c.mandatory, c.kind, c.hotline, c.block_response,
+                       f"{c.where} categories.{c.id}" + (" (mandatory)" if c.mandatory else ""))
         for c in dept.categories.values()
     }
     known = ", ".join(categories)
