@@ -1,0 +1,1 @@
+"""Department side: school inventory, Prometheus deployment helpers and the yearly compliance report."""
