@@ -406,6 +406,8 @@ class DomainSet:
         path = Path(path)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
+            # mkstemp makes the file private; worker processes (perhaps another user) must read it.
+            os.fchmod(fd, 0o644)
             with os.fdopen(fd, "wb") as out:
                 out.write(header)
                 for part in parts:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import ipaddress
 import re
@@ -12,9 +13,8 @@ from pathlib import Path
 
 from gateway.core.names import NameError_, normalize
 
-# Flag bits shared with DomainSet.build, so compile_lists can pass columns through unchanged.
-FLAG_EXCEPTION = 1
-FLAG_SUBDOMAINS_ONLY = 2
+# DomainSet's flag bits, so compile_lists can pass columns through unchanged.
+from gateway.lists.domainset import FLAG_EXCEPTION, FLAG_SUBDOMAINS_ONLY
 
 MAX_ERRORS = 5
 
@@ -90,6 +90,7 @@ class ListColumns:
     first_errors: list[LineError] = field(default_factory=list)
 
     def entries(self) -> list[ListEntry]:
+        """One ListEntry per name (what read_list returns)."""
         entry = ListEntry
         # Most entries carry no flags; the two-argument call is the cheaper one.
         return [
@@ -113,7 +114,7 @@ def read_columns(path: Path, display: str | None = None) -> ListColumns:
     try:
         data = file.read_bytes()
     except FileNotFoundError:
-        raise FileNotFoundError(2, f"list file not found: {shown}", str(file)) from None
+        raise FileNotFoundError(errno.ENOENT, f"list file not found: {shown}", str(file)) from None
     return _scan_bytes(data, shown)
 
 

@@ -9,14 +9,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gateway.lists.domainset import MAX_SOURCE, DomainSet, DomainSetFormatError, mutable_twin
+from gateway.lists.domainset import (
+    FLAG_EXCEPTION,
+    MAX_LINE,
+    MAX_SOURCE,
+    DomainSet,
+    DomainSetFormatError,
+    mutable_twin,
+)
 from gateway.lists.formats import LineError, read_columns, resolve_list_file
 
 # Bumped whenever the meaning of a cached index changes (not its byte layout: DomainSet versions that).
 CACHE_FORMAT = "gateway.lists.index/1"
 
-_EXCEPTION_BIT = 1 << 30
-_LINE_MASK = (1 << 30) - 1
+# raw_matches packs line | flags << 30.
+_EXCEPTION_BIT = FLAG_EXCEPTION << 30
+_LINE_MASK = MAX_LINE
 _NO_HITS: tuple[Hit, ...] = ()
 
 

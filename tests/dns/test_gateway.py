@@ -373,3 +373,20 @@ def test_workers_share_the_port(tmp_path, upstream):
         for _ in range(20):
             assert rrs(g.ask("example.com"), "A") == ["93.184.216.34"]
         assert sum("school-gateway ready" in line for line in g.lines) >= 1
+
+
+def test_file_replaced_by_rename_is_reloaded_without_a_signal(tmp_path, upstream):
+    with GatewayProcess(tmp_path, [upstream.spec("udp")]) as g:
+        school = g.paths.school
+        new = school.with_name("school.yaml.new")
+        new.write_text(school.read_text(encoding="utf-8").replace(
+            "  staff: {band: staff, clients: [127.0.0.4]}",
+            "  staff: {band: staff, clients: [127.0.0.4], deny: [renamed-deny.test]}"), encoding="utf-8")
+        new.replace(school)  # the safe way to write a policy file: complete, then renamed into place
+        for _ in range(100):
+            if any("policy reloaded" in line for line in g.lines):
+                break
+            g.ask("example.com", source="127.0.0.4")
+            threading.Event().wait(0.1)  # the watcher polls every 2 s; this loop only bounds the wait
+        assert any("policy reloaded" in line for line in g.lines)
+        assert g.ask("renamed-deny.test", source="127.0.0.4").rcode() == dns.rcode.NXDOMAIN
