@@ -55,8 +55,54 @@ class Components:
     extra_upstreams: list = field(default_factory=list)
 
 
-def policy_paths(settings: Settings) -> PolicyPaths:
+def policy_paths(settings: Settings, department: Path | None = None) -> PolicyPaths:
+    """Where the policy comes from: the installed Department bundle when there is one, else the config's."""
+    if department is not None:
+        from gateway.updater import policy_paths as bundle_paths
+
+        paths = bundle_paths(department, settings.policy.school, settings.policy.cache_dir)
+        return PolicyPaths(paths.department, paths.school, paths.cache_dir, Path.cwd())
     return PolicyPaths(settings.policy.department, settings.policy.school, settings.policy.cache_dir, Path.cwd())
+
+
+class UpdateMetrics:
+    """The updater's observer: its outcomes become metrics and log lines."""
+
+    def __init__(self, gateway: Gateway):
+        self.gateway = gateway
+
+    def failure(self, reason: str) -> None:
+        log.warning("policy bundle update failed (%s); the installed policy keeps serving", reason)
+        if self.gateway.metrics is not None:
+            self.gateway.metrics.update_failures.labels(reason).inc()
+
+    def success(self, manifest: dict, at: float) -> None:
+        m = self.gateway.metrics
+        if m is not None:
+            set_bundle_gauges(m, manifest)
+            m.update_success.set(at)
+
+    def clock_untrusted(self, untrusted: bool) -> None:
+        if untrusted:
+            log.warning("the clock is not synchronised: the installed bundle is neither rejected nor expired "
+                        "because of the date")
+
+    def stale_entries(self, count: int) -> None:
+        if count:
+            log.warning("%d school policy entries point at things the new Department bundle no longer has; "
+                        "they are ignored (school-gateway validate lists them)", count)
+
+
+def set_bundle_gauges(m, manifest: dict | None) -> None:
+    if not manifest:
+        return
+    from gateway.updater.manifest import parse_time
+
+    try:
+        m.bundle_version.set(int(manifest["version"]))
+        m.bundle_expiry.set(parse_time(manifest["expires"]))
+    except (KeyError, ValueError, TypeError):
+        pass
 
 
 def upstream_specs(settings: Settings) -> list[UpstreamSpec]:
@@ -125,6 +171,8 @@ class Gateway:
         self.reuse_port = reuse_port
         self.worker, self.workers, self.serve_metrics = worker, workers, serve_metrics
         self.metrics = None
+        self.updater = None
+        self.department: Path | None = None  # the installed bundle's Department layer, if any
         self.out = out
         self.components: Components | None = None
         self.stopping = asyncio.Event()
@@ -132,7 +180,25 @@ class Gateway:
         self._watch_state: dict | None = None
 
     def load(self) -> Snapshot:
-        return load_policy(policy_paths(self.settings))
+        return load_policy(policy_paths(self.settings, self.department))
+
+    def _start_updater(self) -> None:
+        """Recover any half-done update, then serve the installed bundle's Department layer if one is there."""
+        from gateway.updater import Updater, make_validator
+
+        settings = self.settings
+        loop = asyncio.get_running_loop()
+
+        def applied(department: Path) -> None:  # called from the updater's thread
+            self.department = department
+            loop.call_soon_threadsafe(lambda: loop.create_task(self.reload()))
+
+        self.updater = Updater(settings.updater, validate=make_validator(settings.policy.school,
+                                                                         settings.policy.cache_dir),
+                               on_applied=applied, observer=UpdateMetrics(self))
+        if self.worker == 0:
+            self.updater.recover()
+        self.department = self.updater.department_dir()
 
     async def reload(self) -> bool:
         """Compile a new snapshot beside the old one and swap it; a bad policy keeps the old one serving."""
@@ -181,6 +247,12 @@ class Gateway:
                 return
             except TimeoutError:
                 pass
+            if self.updater is not None and self.worker != 0:
+                installed = self.updater.department_dir()  # worker 0 installs; the others follow
+                if installed is not None and installed != self.department:
+                    self.department = installed
+                    await self.reload()
+                    continue
             current = self._file_state(self.components.holder.current)
             if current == self._watch_state:
                 pending = None
@@ -264,6 +336,12 @@ class Gateway:
 
     async def run(self) -> int:
         settings = self.settings
+        if settings.updater is not None:
+            try:
+                self._start_updater()
+            except ConfigError as exc:
+                print(exc.render("en"), file=sys.stderr)
+                return 2
         try:
             snapshot = self.load()
         except ConfigError as exc:
@@ -303,6 +381,8 @@ class Gateway:
             self.metrics = make_metrics(settings, self.worker, self.workers)
             self.metrics.set_policy(snapshot, time.time())
             comps.observe.listeners.append(self.metrics.observe)
+            if self.updater is not None:
+                set_bundle_gauges(self.metrics, self.updater.installed())
             flusher = loop.create_task(self._flush_metrics())
             if self.serve_metrics:
                 metrics_server = start_metrics_server(settings, self.metrics.exposition)
@@ -315,7 +395,15 @@ class Gateway:
         print(f"school-gateway ready: dns {where}; upstreams {ups}; policy {snapshot.version} "
               f"{snapshot.fingerprint[:12]} ({len(snapshot.index)} listed names); {source}; clock {clock}",
               file=self.out, flush=True)
+        update_task = None
+        if self.updater is not None and self.worker == 0:
+            update_task = loop.create_task(self.updater.run_forever(self.stopping))
         await self.stopping.wait()
+        if update_task is not None:
+            try:
+                await asyncio.wait_for(update_task, 5)
+            except (TimeoutError, Exception):
+                update_task.cancel()
         if watcher:
             watcher.cancel()
         if flusher:
