@@ -8,7 +8,7 @@ import socket
 
 from gateway.dns import answers
 from gateway.dns.stages import Chain, Request
-from gateway.dns.wire import parse_query, truncate_for_udp
+from gateway.dns.wire import Query, parse_query, truncate_for_udp
 
 log = logging.getLogger("gateway.dns")
 
@@ -25,6 +25,17 @@ def _finish(raw: bytes, question_end: int, response: bytes) -> bytes:
     return response
 
 
+def _gate(data: bytes, tcp: bool) -> Query | bytes | None:
+    """The packet as a Query, or the error reply for a rejected one (FORMERR, NOTIMP, ...), or None (drop).
+
+    parse_query never raises (property-tested on arbitrary bytes), so one packet cannot stop a listener.
+    """
+    q = parse_query(data, tcp=tcp)
+    if q is None or type(q) is Query:
+        return q
+    return answers.error_from_raw(data, q)
+
+
 class UdpProtocol(asyncio.DatagramProtocol):
     def __init__(self, chain: Chain):
         self.chain = chain
@@ -35,16 +46,10 @@ class UdpProtocol(asyncio.DatagramProtocol):
         self.transport = transport
 
     def datagram_received(self, data: bytes, addr) -> None:
-        try:
-            q = parse_query(data)
-        except Exception:
-            return
-        if q is None:
-            return
-        if type(q) is int:
-            reply = answers.error_from_raw(data, q)
-            if reply:
-                self.transport.sendto(reply, addr)
+        q = _gate(data, tcp=False)
+        if type(q) is not Query:
+            if q:
+                self.transport.sendto(q, addr)
             return
         req = Request(q, addr[0], addr[1], "udp")
         result = self.chain.run(req)
@@ -101,14 +106,9 @@ class TcpServer:
             writer.close()
 
     async def _one(self, data: bytes, peer, writer: asyncio.StreamWriter, lock: asyncio.Lock) -> None:
-        try:
-            q = parse_query(data, tcp=True)
-        except Exception:
-            return
-        if q is None:
-            return
-        if type(q) is int:
-            reply = answers.error_from_raw(data, q)
+        q = _gate(data, tcp=True)
+        if type(q) is not Query:
+            reply = q
         else:
             req = Request(q, peer[0], peer[1], "tcp")
             result = self.chain.run(req)
