@@ -287,6 +287,20 @@ class Gateway:
             except Exception as exc:
                 log.warning("query log write failed: %s", exc)
 
+    async def _run_proxy(self) -> None:
+        """The optional HTTP(S) proxy, on the same policy holder as DNS (one process only)."""
+        from gateway.proxy.service import run_proxy
+        from gateway.proxy.stats import ProxyStats
+
+        self.proxy_stats = ProxyStats()
+        if self.metrics is not None:
+            self.proxy_stats.client_seen = self.metrics.clients.see
+        try:
+            await run_proxy(self.settings, self.components.holder, self.stopping, stats=self.proxy_stats,
+                            started=lambda service: log.info("proxy listening on %s", service.addresses))
+        except Exception as exc:
+            log.error("the proxy stopped: %s", exc)
+
     async def _flush_metrics(self, interval: float = 1.0) -> None:
         m, comps = self.metrics, self.components
         m.protection.set(1)
@@ -295,6 +309,9 @@ class Gateway:
         while True:
             await asyncio.sleep(interval)
             try:
+                stats = getattr(self, "proxy_stats", None)
+                if stats is not None:
+                    m.add_proxy(stats.take(), stats.open)
                 m.flush()
                 m.set_cache(comps.cache.stats())
                 m.set_rate_limited(comps.access.limited)
@@ -395,10 +412,18 @@ class Gateway:
         print(f"school-gateway ready: dns {where}; upstreams {ups}; policy {snapshot.version} "
               f"{snapshot.fingerprint[:12]} ({len(snapshot.index)} listed names); {source}; clock {clock}",
               file=self.out, flush=True)
+        proxy_task = None
+        if settings.proxy is not None and self.worker == 0:
+            proxy_task = loop.create_task(self._run_proxy())
         update_task = None
         if self.updater is not None and self.worker == 0:
             update_task = loop.create_task(self.updater.run_forever(self.stopping))
         await self.stopping.wait()
+        if proxy_task is not None:
+            try:
+                await asyncio.wait_for(proxy_task, 10)
+            except (TimeoutError, Exception):
+                proxy_task.cancel()
         if update_task is not None:
             try:
                 await asyncio.wait_for(update_task, 5)

@@ -89,6 +89,11 @@ def cmd_explain(args) -> int:
     except ConfigError as exc:
         _print_problems(exc.problems, lang, sys.stderr)
         return 1
+    if args.ref:
+        return _explain_ref(args, snap)
+    if not args.name or not args.client:
+        print(tr("explain.usage", lang), file=sys.stderr)
+        return 2
     try:
         name = normalize(args.name)
     except NameError_ as exc:
@@ -127,6 +132,25 @@ def cmd_explain(args) -> int:
     if d.action is Action.REWRITE:
         rows.append((tr("explain.rewrite", lang), f"{d.rewrite_to} ({d.engine})"))
     for label, value in rows:
+        print(f"{label:18} {value}")
+    return 0
+
+
+def _explain_ref(args, snap) -> int:
+    """A block page's reference code -> the time, rule, category and list line that decided."""
+    from gateway.proxy.ref import decode_ref, format_ref
+
+    key_path = None
+    if getattr(args, "config", None):
+        settings = _settings(args)
+        if settings.proxy is not None:
+            key_path = settings.proxy.ref_key
+    try:
+        info = decode_ref(args.ref, snapshot=snap, key_path=key_path, root=Path.cwd())
+    except ValueError:
+        print(tr("proxy.ref.bad", args.lang, code=args.ref), file=sys.stderr)
+        return 2
+    for label, value in format_ref(info, args.lang):
         print(f"{label:18} {value}")
     return 0
 
@@ -220,9 +244,11 @@ def build_parser() -> argparse.ArgumentParser:
     policy_args(p)
     p.set_defaults(func=cmd_validate)
 
-    p = sub.add_parser("explain", help="why is NAME allowed or blocked for a client?")
-    p.add_argument("name")
-    p.add_argument("--client", required=True, help="client IP address")
+    p = sub.add_parser("explain", help="why is NAME allowed or blocked for a client? (or: --ref CODE)")
+    p.add_argument("name", nargs="?")
+    p.add_argument("--client", help="client IP address")
+    p.add_argument("--ref", help="a block page's reference code")
+    p.add_argument("--config", help="gateway.yaml (for the reference-code key)")
     p.add_argument("--at", help='time, e.g. "2026-12-01 10:00" (school time zone); default now')
     p.add_argument("--clock-untrusted", action="store_true", help="decide as if the clock were not synchronised")
     policy_args(p)

@@ -115,6 +115,7 @@ MESSAGES: dict[str, tuple[str, str]] = {
                     "Valid: {files} files, {categories} categories, {entries} domains, {groups} client groups."),
     "validate.failed": ("Có {count} lỗi; chính sách không được nạp.", "{count} errors; the policy was not loaded."),
     "validate.warnings": ("{count} cảnh báo:", "{count} warnings:"),
+    "explain.usage": ("cần tên miền và --client IP, hoặc --ref MÃ", "give a name and --client IP, or --ref CODE"),
     "explain.client": ("Máy khách", "Client"),
     "explain.group": ("Nhóm máy", "Group"),
     "explain.band": ("Nhóm tuổi", "Age band"),

@@ -152,6 +152,12 @@ class Metrics:
         self.rate_limited = PCounter("schoolgw_dns_rate_limited", "Queries dropped by the rate limit",
                                      registry=reg)
         self.single_source = gauge("schoolgw_dns_single_source", "1 when nearly all queries come from one router")
+        self.proxy_connections = PCounter("schoolgw_proxy_connections", "Proxy connections and requests",
+                                          ["band", "action", "kind"], registry=reg)
+        self.proxy_blocks = PCounter("schoolgw_proxy_blocks", "Proxy blocks by category", ["band", "category"],
+                                     registry=reg)
+        self.proxy_open = gauge("schoolgw_proxy_open_connections", "Connections being spliced now", mode="sum")
+        self.proxy_pending: dict[str, Counter] = {"connections": Counter(), "blocks": Counter()}
         self.build_info.labels(__version__).set(1)
         self._cache_seen = {"hit": 0, "miss": 0, "stale": 0}
         self._rate_seen = 0
@@ -284,6 +290,30 @@ class Metrics:
                 self.bypass_attempts.labels(b, kind).inc(n)
         for proto, seconds in latencies:
             self.response.labels(proto).observe(seconds)
+        self._flush_proxy(label)
+
+    def add_proxy(self, taken: dict, open_now: int) -> None:
+        """The proxy's counts since its last take(); published on the next flush, bands translated."""
+        self.proxy_pending["connections"].update(taken.get("connections", {}))
+        self.proxy_pending["blocks"].update(taken.get("blocks", {}))
+        self.proxy_open.set(open_now)
+
+    def _flush_proxy(self, label) -> None:
+        pending = self.proxy_pending
+        held = {"connections": Counter(), "blocks": Counter()}
+        for (band, action, kind), n in pending["connections"].items():
+            b = label(band)
+            if b is None:
+                held["connections"][(band, action, kind)] += n
+            else:
+                self.proxy_connections.labels(b, action, kind).inc(n)
+        for (band, category), n in pending["blocks"].items():
+            b = label(band)
+            if b is None:
+                held["blocks"][(band, category)] += n
+            else:
+                self.proxy_blocks.labels(b, category).inc(n)
+        self.proxy_pending = held
 
     def set_cache(self, stats: dict) -> None:
         self.cache_entries.set(stats.get("entries", 0))
