@@ -176,6 +176,10 @@ def cmd_run(args) -> int:
     except ConfigError as exc:
         _print_problems(exc.problems, args.lang, sys.stderr)
         return 2
+    if args.no_proxy and settings.proxy is not None:
+        import dataclasses
+
+        settings = dataclasses.replace(settings, proxy=None)  # the proxy runs as its own service
     if settings.embedded:
         print("school-gateway: no --config given: using the embedded default configuration (DNS on "
               "127.0.0.1:1053, the shipped policy, upstreams from /etc/resolv.conf)", flush=True)
@@ -256,6 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="serve DNS (UDP and TCP) with the policy")
     p.add_argument("--config", help="gateway.yaml (default: the embedded default configuration)")
+    p.add_argument("--no-proxy", action="store_true",
+                   help="do not start the proxy of the proxy: section (it runs as `school-gateway proxy`)")
     p.add_argument("--lang", choices=("vi", "en"), default="vi")
     p.set_defaults(func=cmd_run)
 

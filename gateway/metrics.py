@@ -203,13 +203,18 @@ class Metrics:
         except (OSError, ValueError, KeyError, TypeError):
             pass
 
+    def _share_dir(self) -> Path:
+        # Rewritten every few seconds: keep it with the multiprocess files (memory, /run), not on the SD card.
+        mp = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        return Path(mp) if mp else self.state_dir
+
     def share(self) -> None:
         """Write this worker's keyed client hashes where worker 0 can union them (workers > 1)."""
         if self.state_dir is None or self.workers <= 1:
             return
         week = self.clients.week()
         data = {b: sorted(week.get(b, ())) for b in BANDS}
-        path = self.state_dir / f"clients-{self.worker}.json"
+        path = self._share_dir() / f"clients-{self.worker}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(data))
@@ -220,7 +225,7 @@ class Metrics:
         if self.state_dir is None or self.workers <= 1:
             return week
         merged = {b: set(week.get(b, ())) for b in BANDS}
-        for path in self.state_dir.glob("clients-*.json"):
+        for path in self._share_dir().glob("clients-*.json"):
             try:
                 for band, values in json.loads(path.read_text()).items():
                     merged.setdefault(band, set()).update(values)

@@ -26,6 +26,8 @@ class LocalStage(Stage):
             # RFC 9462 discovery would tell clients to switch to an encrypted resolver we cannot filter.
             return answers.nodata(q, "resolver.arpa", LOCAL_TTL)
         if name.endswith(PROBE_ZONE):
+            if len(self.probes_seen) > 1024:  # only the start-up probes matter; never grow without bound
+                self.probes_seen.clear()
             self.probes_seen.add(name.split(".", 1)[0])
             return answers.nxdomain(q, PROBE_ZONE, 0)
         found = self.records.get(name)
