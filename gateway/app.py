@@ -205,6 +205,7 @@ class Gateway:
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
         try:
+            await self._precompile()
             snapshot = await loop.run_in_executor(None, self.load)
         except ConfigError as exc:
             self.reloads["failed"] += 1
@@ -226,6 +227,25 @@ class Gateway:
         log.info("policy reloaded in %.2fs: %s -> %s", time.perf_counter() - started, old.fingerprint[:12],
                  snapshot.fingerprint[:12])
         return True
+
+    async def _precompile(self) -> None:
+        """Parse changed lists in a child process, which leaves the compiled form in the cache: the
+        serving process then only maps it (milliseconds), so a big list never holds its GIL for seconds."""
+        paths = policy_paths(self.settings, self.department)
+        if paths.cache_dir is None:
+            return
+        code = ("import sys; from pathlib import Path; from gateway.policy.compile import PolicyPaths, load_policy\n"
+                "try:\n load_policy(PolicyPaths(Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])))\n"
+                "except Exception:\n sys.exit(1)\n")
+        proc = await asyncio.create_subprocess_exec(sys.executable, "-c", code, str(paths.department),
+                                                    str(paths.school), str(paths.cache_dir),
+                                                    stdout=asyncio.subprocess.DEVNULL,
+                                                    stderr=asyncio.subprocess.DEVNULL)
+        try:
+            await asyncio.wait_for(proc.wait(), 300)
+        except TimeoutError:
+            proc.kill()
+        # Whatever happened, the in-process load below gives the verdict (and the errors to log).
 
     def _file_state(self, snapshot: Snapshot) -> dict:
         state = {}

@@ -49,6 +49,7 @@ def gw(upstream, tmp_path_factory):
       block_ttl: 30
       local_records:
         gateway.school.lan: ["10.0.0.2", "fd00::2"]
+      rate_limit: {qps: 100000, burst: 100000}  # this fixture's clients query hard; the limit has its own test
     """
     with GatewayProcess(tmp_path_factory.mktemp("gw"), [upstream.spec("udp")], dns_extra=extra) as g:
         yield g

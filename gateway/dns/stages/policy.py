@@ -39,11 +39,17 @@ _REBIND = tuple(ipaddress.ip_network(n) for n in (
     "192.168.0.0/16", "::/128", "::1/128", "fc00::/7", "fe80::/10"))
 
 
-def _private(address: bytes) -> bool:
-    ip = ipaddress.ip_address(address)
-    if ip.version == 6 and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return any(ip in net for net in _REBIND)
+def _private(address: bytes, _seen: dict = {}) -> bool:  # noqa: B006 — a bounded memo of answer addresses
+    found = _seen.get(address)
+    if found is None:
+        ip = ipaddress.ip_address(address)
+        if ip.version == 6 and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        found = any(ip in net for net in _REBIND)
+        if len(_seen) > 65536:
+            _seen.clear()
+        _seen[address] = found
+    return found
 
 
 class PolicyStage(Stage):
