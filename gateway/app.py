@@ -429,9 +429,11 @@ class Gateway:
         ups = ", ".join(str(s) for s in comps.upstreams.specs)
         source = "embedded default configuration" if settings.embedded else settings.source
         clock = "synchronised" if clock_synchronised() else "NOT synchronised: time restrictions are on"
-        print(f"school-gateway ready: dns {where}; upstreams {ups}; policy {snapshot.version} "
-              f"{snapshot.fingerprint[:12]} ({len(snapshot.index)} listed names); {source}; clock {clock}",
-              file=self.out, flush=True)
+        # one write per line: several workers share stdout, and print() writes the newline separately
+        self.out.write(f"school-gateway ready: dns {where}; upstreams {ups}; policy {snapshot.version} "
+                       f"{snapshot.fingerprint[:12]} ({len(snapshot.index)} listed names); {source}; "
+                       f"clock {clock}\n")
+        self.out.flush()
         proxy_task = None
         if settings.proxy is not None and self.worker == 0:
             proxy_task = loop.create_task(self._run_proxy())
@@ -465,7 +467,8 @@ class Gateway:
         await comps.upstreams.close()
         for u in comps.extra_upstreams:
             await u.close()
-        print("school-gateway stopped", file=self.out, flush=True)
+        self.out.write("school-gateway stopped\n")
+        self.out.flush()
         return 0
 
 
