@@ -6,6 +6,7 @@ import shutil
 import socket
 import subprocess
 import threading
+import time
 
 import dns.flags
 import dns.message
@@ -298,19 +299,19 @@ def test_reload_while_querying(gw):
                                        "  staff: {band: staff, clients: [127.0.0.4], deny: [late-deny.test]}"),
                           encoding="utf-8")
         gw.reload()
-        for _ in range(200):
-            if gw.ask("late-deny.test", source="127.0.0.4").rcode() == dns.rcode.NXDOMAIN:
-                break
-        else:
-            pytest.fail("reload did not take effect")
+        deadline = time.monotonic() + 30
+        while gw.ask("late-deny.test", source="127.0.0.4").rcode() != dns.rcode.NXDOMAIN:
+            assert time.monotonic() < deadline, "reload did not take effect"
+            time.sleep(0.05)  # bounds polling for the reload's effect; not a readiness wait
         blocked_seen.set()
         # a broken file is rejected whole and the running policy keeps serving
         school.write_text("groups: [broken\n", encoding="utf-8")
         gw.reload()
-        for _ in range(200):
-            if any("reload rejected" in line for line in gw.lines):
-                break
+        deadline = time.monotonic() + 30
+        while not any("reload rejected" in line for line in gw.lines):
+            assert time.monotonic() < deadline, "".join(gw.lines)
             gw.ask("example.com", source="127.0.0.4")
+            time.sleep(0.05)
         assert any("reload rejected" in line for line in gw.lines)
         assert gw.ask("late-deny.test", source="127.0.0.4").rcode() == dns.rcode.NXDOMAIN
     finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import subprocess
 import sys
+import time
 
 import pytest
 from fakeupstream import FakeUpstream
@@ -72,10 +73,11 @@ def test_gateway_writes_query_log_and_audit(tmp_path):
         school = g.paths.school
         school.write_text(school.read_text().replace("deny: [denied.test]", "deny: [denied.test, more.test]"))
         g.reload()
-        for _ in range(200):
-            if any("audit trail" in line and "more.test" in line for line in g.lines):
-                break
+        deadline = time.monotonic() + 30
+        while not any("audit trail" in line and "more.test" in line for line in g.lines):
+            assert time.monotonic() < deadline, "".join(g.lines)
             g.ask("example.com")
+            time.sleep(0.05)  # bounds the polling of the log for the reload; not a readiness wait
     cli = [sys.executable, "-m", "gateway.cli"]
     out = subprocess.run([*cli, "log", "--config", str(g.config), "--action", "block"], capture_output=True,
                          text=True, check=True).stdout
