@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import ipaddress
 import logging
 import socket
 
@@ -18,7 +17,7 @@ from gateway.core.model import Action, Decision, Reason
 from gateway.i18n import tr
 from gateway.proxy import safesearch
 from gateway.proxy.blockpage import choose_lang, render_block
-from gateway.proxy.judge import Verdict
+from gateway.proxy.judge import Verdict, is_ip, is_local
 
 log = logging.getLogger("gateway.proxy")
 
@@ -48,22 +47,8 @@ def _fail_closed(on_error):
     return wrap
 
 
-def _is_local(host: str) -> bool:
-    try:
-        ip = ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        return False
-    if ip.version == 6 and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_loopback or ip.is_unspecified
 
 
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host.strip("[]"))
-        return True
-    except ValueError:
-        return False
 
 
 class FilterAddon:
@@ -159,7 +144,7 @@ class FilterAddon:
         else:
             address = data.context.server.address
             host = address[0] if address else ""
-            if self.block_no_sni and (not host or _is_ip(host)):
+            if self.block_no_sni and (not host or is_ip(host)):
                 self.stats.error("no_sni")
                 verdict = Verdict(Decision(Action.BLOCK, Reason.ERROR, "none", "none", rule="TLS without SNI"),
                                   host, None, True, False, self.judge.clock())
@@ -205,14 +190,14 @@ class FilterAddon:
                 return  # the relay named this address itself, after the same check
             # Never let a client reach the box's own loopback services (metrics, admin) through us:
             # resolve here, refuse loopback answers, and pin the connection to a checked address.
-            if _is_ip(host):
+            if is_ip(host):
                 addresses = [host.strip("[]")]
             elif self.resolver is not None:
                 addresses = [a[0] for a in await self.resolver.resolve(host, port)]
             else:
                 infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
                 addresses = [i[4][0] for i in infos]
-            allowed = [a for a in addresses if not _is_local(a)]
+            allowed = [a for a in addresses if not is_local(a)]
             if not allowed:
                 self.stats.error("local_destination")
                 data.server.error = "destination not allowed by the school gateway"

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import html
-import ipaddress
 import logging
 from pathlib import Path
 from urllib.parse import parse_qs, quote, urlsplit
 
 from gateway.core.model import Reason
 from gateway.i18n import tr
+from gateway.proxy.judge import is_ip
 from gateway.proxy.messages import BAND_AGES
 from gateway.proxy.ref import make_ref
 
@@ -312,7 +312,7 @@ class BlockPageServer:
             return response_bytes(200, [("Content-Type", "application/x-x509-ca-cert"),
                                         ("Content-Disposition", f'attachment; filename="{path[1:]}"')],
                                   body, head_only)
-        if not host or _is_ip(host):
+        if not host or is_ip(host):
             links = []
             if self.pac is not None:
                 links.append(("proxy.page.index.pac", "/proxy.pac"))
@@ -331,9 +331,3 @@ class BlockPageServer:
         return response_bytes(*render_simple("proxy.page.open.title", "proxy.page.open.text", lang), head_only)
 
 
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-        return True
-    except ValueError:
-        return False

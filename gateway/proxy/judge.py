@@ -161,3 +161,25 @@ class Judge:
         if self.intercept_all:
             return True
         return group.band.safe_search is not SafeSearch.OFF and engine_for(name) is not None
+
+
+@functools.lru_cache(maxsize=4096)
+def is_ip(host: str) -> bool:
+    """An IP literal (a client that names no host: judged by the no-SNI rule, not by a list)."""
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return False
+
+
+@functools.lru_cache(maxsize=4096)  # asked once a connection, for a few distinct addresses
+def is_local(host: str) -> bool:
+    """The box itself (loopback or unspecified): never a destination a pupil may reach."""
+    try:
+        ip = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback or ip.is_unspecified

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import ipaddress
 import logging
 import socket
 import struct
@@ -25,7 +24,7 @@ from gateway.i18n import tr
 from gateway.proxy import safesearch
 from gateway.proxy.blockpage import choose_lang, render_block, response_bytes
 from gateway.proxy.http1 import HeadError, parse_request, response_head, upstream_head
-from gateway.proxy.judge import Verdict, host_name, split_authority
+from gateway.proxy.judge import Verdict, host_name, is_ip, is_local, split_authority
 from gateway.proxy.tls import HelloReader, Peek, alert, looks_like_tls
 
 log = logging.getLogger("gateway.proxy")
@@ -79,24 +78,9 @@ class _Refused(Exception):
     """The destination is the box itself."""
 
 
-@functools.lru_cache(maxsize=4096)
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-        return True
-    except ValueError:
-        return False
 
 
 @functools.lru_cache(maxsize=4096)  # asked once a connection, for a few distinct addresses
-def _is_local(host: str) -> bool:
-    try:
-        ip = ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        return False
-    if ip.version == 6 and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_loopback or ip.is_unspecified
 
 
 class HostResolver:
@@ -114,7 +98,7 @@ class HostResolver:
         now = self.clock()
         if hit is not None and hit[0] > now:
             return hit[1]
-        if _is_ip(host):
+        if is_ip(host):
             return [(host, port)]
         pending = self._pending.get(key)
         if pending is not None:
@@ -674,7 +658,7 @@ class _Client(asyncio.Protocol):
         addresses = await self.relay.resolver.resolve(host, port)
         if self.mapped or self.relay.loopback_origins:
             return addresses
-        allowed = [a for a in addresses if not _is_local(a[0])]
+        allowed = [a for a in addresses if not is_local(a[0])]
         if not allowed:
             raise _Refused(host)
         return allowed
