@@ -19,11 +19,36 @@ DEFAULT_TIME_SERVERS = ("pool.ntp.org", "time.google.com", "time.cloudflare.com"
 
 @dataclass(frozen=True, slots=True)
 class Listen:
+    """A listening or connecting address; `host` is an IP literal."""
+
     host: str
     port: int
 
     def __str__(self) -> str:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+    @classmethod
+    def parse(cls, text: str, default_port: int | None = None) -> Listen:
+        """'0.0.0.0:53', '[::]:53' or (with a default port) a bare IP; ValueError otherwise."""
+        text = str(text).strip()
+        if text.startswith("["):
+            host, sep, port = text[1:].partition("]:")
+            if not sep:
+                host, port = text[1:].rstrip("]"), ""
+        elif text.count(":") == 1:
+            host, _, port = text.partition(":")
+        else:
+            host, port = text, ""  # a bare IPv4 or IPv6 address
+        ipaddress.ip_address(host)
+        if not port:
+            if default_port is None:
+                raise ValueError(text)
+            value = default_port
+        else:
+            value = int(port)
+        if not 0 <= value <= 65535:
+            raise ValueError(text)
+        return cls(host, value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,18 +152,7 @@ def defaults() -> Settings:
 
 
 def _listen(text: str) -> Listen:
-    text = text.strip()
-    if text.startswith("["):
-        host, _, port = text[1:].partition("]:")
-    elif text.count(":") == 1:
-        host, _, port = text.partition(":")
-    else:
-        host, port = text, "53"
-    ipaddress.ip_address(host)
-    value = int(port)
-    if not 0 <= value <= 65535:
-        raise ValueError(port)
-    return Listen(host, value)
+    return Listen.parse(text, 53)
 
 
 def load_settings(path: Path) -> Settings:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from gateway.core.names import NameError_, normalize
 from gateway.i18n import register
+from gateway.settings import Listen
 from gateway.shipped import shipped
 
 register({
@@ -37,40 +37,8 @@ def state_dir() -> Path:
     return Path(os.environ.get("SCHOOL_GATEWAY_STATE_DIR", "/var/lib/school-gateway"))
 
 
-@dataclass(frozen=True, slots=True)
-class Address:
-    """A listening or connecting address; `host` is an IP literal."""
-
-    host: str
-    port: int
-
-    def __str__(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
-
-    @classmethod
-    def parse(cls, text: str, default_port: int | None = None) -> Address:
-        """'0.0.0.0:3128', '[::]:3128' or (with a default port) a bare IP; ValueError otherwise."""
-        text = str(text).strip()
-        if text.startswith("["):
-            host, sep, port = text[1:].partition("]:")
-            if not sep:
-                host, port = text[1:].rstrip("]"), ""
-        elif text.count(":") == 1:
-            host, _, port = text.partition(":")
-        elif text.count(":") > 1:
-            host, port = text, ""  # bare IPv6
-        else:
-            host, port = text, ""
-        ipaddress.ip_address(host)
-        if not port:
-            if default_port is None:
-                raise ValueError(text)
-            value = default_port
-        else:
-            value = int(port)
-        if not 0 <= value <= 65535:
-            raise ValueError(text)
-        return cls(host, value)
+# One address type for every listener and destination in the gateway's config.
+Address = Listen
 
 
 def _default_never_intercept() -> tuple[Path, ...]:
@@ -82,9 +50,9 @@ class ProxySettings:
     """Everything the proxy needs from gateway.yaml; built once, never changed."""
 
     mode: str = "explicit"  # explicit (browsers set a proxy / PAC), transparent (firewall redirect), both
-    listen: Address = Address("127.0.0.1", 3128)  # explicit-proxy port (CONNECT and plain HTTP)
-    transparent_listen: Address = Address("127.0.0.1", 3129)  # where the firewall redirects ports 80 and 443
-    blockpage_listen: Address | None = Address("127.0.0.1", 8080)  # block page, PAC/WPAD, CA download
+    listen: Address = Listen("127.0.0.1", 3128)  # explicit-proxy port (CONNECT and plain HTTP)
+    transparent_listen: Address = Listen("127.0.0.1", 3129)  # where the firewall redirects ports 80 and 443
+    blockpage_listen: Address | None = Listen("127.0.0.1", 8080)  # block page, PAC/WPAD, CA download
     fast_path: bool = True  # False: mitmproxy handles every connection (slower; for comparison)
     plain_http: str = "relay"  # who forwards plain HTTP: the relay (one request a connection) or mitmproxy
     pac_proxy: str | None = None  # "host:port" the PAC file names; default: `listen` unless it is a wildcard
