@@ -16,6 +16,7 @@ from pathlib import Path
 from gateway.clock import clock_synchronised
 from gateway.core.snapshot import Snapshot, SnapshotHolder
 from gateway.dns.cache import Cache
+from gateway.dns.memo import AnswerMemo
 from gateway.dns.server import bind_tcp, bind_udp, serve
 from gateway.dns.stages import Chain
 from gateway.dns.stages.access import AccessStage
@@ -53,6 +54,7 @@ class Components:
     policy: PolicyStage
     upstream: UpstreamStage
     extra_upstreams: list = field(default_factory=list)
+    memo: AnswerMemo | None = None
 
 
 def policy_paths(settings: Settings, department: Path | None = None) -> PolicyPaths:
@@ -148,8 +150,9 @@ def build_components(settings: Settings, snapshot: Snapshot, *, clock_trusted=cl
     cache_stage = CacheStage(cache, upstream.prefetch if c.prefetch else None)
     chain = Chain([observe, access, local, policy, cache_stage, upstream])
     assert chain.names == CHAIN_ORDER
+    memo = AnswerMemo(holder, access, observe.listeners, clock=cache_clock)
     return Components(holder, chain, cache, upstreams, observe, access, local, policy, upstream,
-                      [u for u in (bootstrap, *zones.values()) if u is not None])
+                      [u for u in (bootstrap, *zones.values()) if u is not None], memo)
 
 
 def upstreams_specs_plain(settings: Settings) -> list[UpstreamSpec]:
@@ -390,7 +393,7 @@ class Gateway:
         for listen in settings.dns.listen:
             sockets.append(("udp", bind_udp(listen.host, listen.port, self.reuse_port)))
             sockets.append(("tcp", bind_tcp(listen.host, listen.port, self.reuse_port)))
-        transports, servers = await serve(comps.chain, sockets)
+        transports, servers = await serve(comps.chain, sockets, comps.memo)
         loop = asyncio.get_running_loop()
         try:
             await self._probe_loops()

@@ -20,6 +20,7 @@ import socket
 import ssl
 import threading
 import time
+from bisect import bisect_left
 from collections import Counter
 from collections.abc import Callable, Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -32,6 +33,7 @@ BYPASS_KINDS = {"use-application-dns.net": "doh_canary", "mask.icloud.com": "pri
                 "mask-h2.icloud.com": "private_relay", "mask-api.icloud.com": "private_relay"}
 SUPPRESSED = "suppressed"
 WEEK_DAYS = 7
+RESPONSE_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
 
 
 class DistinctClients:
@@ -43,9 +45,20 @@ class DistinctClients:
         self.key = key or secrets.token_bytes(16)
         self.cap = cap
         self.days: dict[int, dict[str, set[int]]] = {}
+        # (band, address) pairs already counted today, so a repeat costs one lookup and no hash. Held in
+        # memory only and dropped at midnight, like the access stage's address -> group memo.
+        self._today: set[tuple[str, str]] = set()
+        self._day = None
 
     def see(self, band: str, address: str) -> None:
         day = int(self.clock() // 86400)
+        pair = (band, address)
+        if day == self._day and pair in self._today:
+            return
+        if day != self._day or len(self._today) >= 65536:
+            self._today = set()
+            self._day = day
+        self._today.add(pair)
         bands = self.days.get(day)
         if bands is None:
             bands = self.days[day] = {}
@@ -86,6 +99,24 @@ def publish_map(counts: dict[str, int], min_size: int) -> dict[str, str | None]:
     return mapping
 
 
+def add_to_histogram(child, counts: list) -> None:
+    """Add bucket counts (RESPONSE_BUCKETS order, +Inf last, then the sum) to one histogram child at once.
+    prometheus-client has no bulk observe; its children keep one value per bucket, which this adds to."""
+    buckets, total = counts[:-1], counts[-1]
+    values = getattr(child, "_buckets", None)
+    if values is None or len(values) != len(buckets) or not hasattr(child, "_sum"):
+        # another prometheus-client layout: observe each one at its bucket's upper bound (same buckets)
+        bounds = (*RESPONSE_BUCKETS, float("inf"))
+        for bound, n in zip(bounds, buckets, strict=True):
+            for _ in range(n):
+                child.observe(bound if bound != float("inf") else RESPONSE_BUCKETS[-1] * 2)
+        return
+    for value, n in zip(values, buckets, strict=True):
+        if n:
+            value.inc(n)
+    child._sum.inc(total)
+
+
 class Metrics:
     """The box's metrics. `count_*` are called on the hot path (dict bumps); `flush` publishes."""
 
@@ -112,7 +143,9 @@ class Metrics:
         self.blocks: Counter = Counter()  # (band, category)
         self.rewrites: Counter = Counter()  # (band, engine)
         self.bypass: Counter = Counter()  # (band, kind)
-        self.latencies: list[tuple[str, float]] = []
+        # Response times as histogram bucket counts per protocol (bisect on the hot path, bulk-added on
+        # flush): publishing one observation at a time would cost a second's worth of queries each flush.
+        self.latencies: dict[str, list] = {}  # protocol -> [count per bucket (+Inf last)..., sum of seconds]
         reg = self.registry
         mp = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
         gauge = (lambda *a, mode="max", **k: Gauge(*a, registry=reg, multiprocess_mode=mode, **k)) if mp else \
@@ -143,8 +176,7 @@ class Metrics:
         self.bypass_attempts = PCounter("schoolgw_bypass_attempts", "Attempts to get around the filter",
                                         ["band", "kind"], registry=reg)
         self.response = Histogram("schoolgw_dns_response_seconds", "Time to answer a query", ["protocol"],
-                                  buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
-                                  registry=reg)
+                                  buckets=RESPONSE_BUCKETS, registry=reg)
         self.cache_entries = gauge("schoolgw_dns_cache_entries", "Answers in the cache", mode="sum")
         self.cache_lookups = PCounter("schoolgw_dns_cache_lookups", "Cache lookups", ["result"], registry=reg)
         self.upstream_up = gauge("schoolgw_upstream_up", "1 when the upstream is healthy", ["upstream"], mode="min")
@@ -168,16 +200,28 @@ class Metrics:
         self.queries[(band, action, protocol)] += 1
         if client is not None and band in BANDS:
             self.clients.see(band, client)
-        if len(self.latencies) < 100000:
-            self.latencies.append((protocol, seconds))
+        counts = self.latencies.get(protocol)
+        if counts is None:
+            counts = self.latencies[protocol] = [0] * (len(RESPONSE_BUCKETS) + 1) + [0.0]
+        counts[bisect_left(RESPONSE_BUCKETS, seconds)] += 1
+        counts[-1] += seconds
 
     def observe(self, req, seconds: float) -> None:
-        """One answered DNS query (the observe stage's listener): counts only, nothing identifying kept."""
+        """One answered DNS query (the observe stage's listener): counts only, nothing identifying kept.
+        count_query's work, inlined: this runs for every query, memo hits included."""
         d = req.decision
         group = req.group
         band = d.band if d is not None else (group.band.id if group is not None else "none")
-        action = d.action.value if d is not None else ("refused" if group is None else "local")
-        self.count_query(band, action, req.proto, req.client if group is not None else None, seconds)
+        action = d.action._value_ if d is not None else ("refused" if group is None else "local")
+        protocol = req.proto
+        self.queries[(band, action, protocol)] += 1
+        if group is not None and band in BANDS:
+            self.clients.see(band, req.client)
+        counts = self.latencies.get(protocol)
+        if counts is None:
+            counts = self.latencies[protocol] = [0] * (len(RESPONSE_BUCKETS) + 1) + [0.0]
+        counts[bisect_left(RESPONSE_BUCKETS, seconds)] += 1
+        counts[-1] += seconds
         if d is None:
             if req.query.qname.endswith("resolver.arpa"):
                 self.bypass[(band, "resolver_discovery")] += 1
@@ -268,7 +312,7 @@ class Metrics:
             blocks, self.blocks = self.blocks, Counter()
             rewrites, self.rewrites = self.rewrites, Counter()
             bypass, self.bypass = self.bypass, Counter()
-            latencies, self.latencies = self.latencies, []
+            latencies, self.latencies = self.latencies, {}
         if any(mapping.get(band) is None for band, _, _ in queries if band in BANDS):
             # Some clients' band is withheld (not decided yet, or the whole school is below
             # min_group_size): publish no query-derived figure, or totals minus bands would describe
@@ -279,7 +323,10 @@ class Metrics:
                 self.blocks.update(blocks)
                 self.rewrites.update(rewrites)
                 self.bypass.update(bypass)
-                self.latencies = (latencies + self.latencies)[:100000]
+                for proto, counts in latencies.items():
+                    mine = self.latencies.setdefault(proto, [0] * len(counts[:-1]) + [0.0])
+                    for i, n in enumerate(counts):
+                        mine[i] += n
             return
         self._withheld = False
         for (band, action, proto), n in queries.items():
@@ -294,8 +341,8 @@ class Metrics:
         for (band, kind), n in bypass.items():
             if (b := label(band)) is not None:
                 self.bypass_attempts.labels(b, kind).inc(n)
-        for proto, seconds in latencies:
-            self.response.labels(proto).observe(seconds)
+        for proto, counts in latencies.items():
+            add_to_histogram(self.response.labels(proto), counts)
         self._flush_proxy(label)
 
     def add_proxy(self, taken: dict, open_now: int) -> None:

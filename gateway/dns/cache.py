@@ -31,6 +31,9 @@ class CacheHit:
     prefetch: bool
     # Whatever the caller stored with the answer (the facts it parsed once: CNAME targets, addresses).
     meta: object = None
+    # Until when (this cache's clock) `packet` is exactly what a hit returns: the next whole-second TTL
+    # tick or the entry's expiry, whichever comes first. 0 for stale answers.
+    until: float = 0.0
 
 
 class _Entry:
@@ -160,10 +163,13 @@ class Cache:
                 pack(buf, off, left if left > 0 else 0)
             self._hits += 1
             entry.hits = hits = entry.hits + 1
+            until = entry.stored + elapsed + 1
+            if until > entry.expires:
+                until = entry.expires
             if now >= entry.prefetch_at and hits >= self._prefetch_hits:
                 entry.prefetch_at = _INF
-                return CacheHit(bytes(buf), Freshness.FRESH, True, entry.meta)
-            return CacheHit(bytes(buf), Freshness.FRESH, False, entry.meta)
+                return CacheHit(bytes(buf), Freshness.FRESH, True, entry.meta, until)
+            return CacheHit(bytes(buf), Freshness.FRESH, False, entry.meta, until)
         return self._get_expired(key, entry, id, now, allow_stale)
 
     def _get_expired(self, key: Hashable, entry: _Entry, id: int, now: float,

@@ -7,6 +7,7 @@ import logging
 import socket
 
 from gateway.dns import answers
+from gateway.dns.memo import AnswerMemo
 from gateway.dns.stages import Chain, Request
 from gateway.dns.wire import Query, parse_query, truncate_for_udp
 
@@ -37,8 +38,9 @@ def _gate(data: bytes, tcp: bool) -> Query | bytes | None:
 
 
 class UdpProtocol(asyncio.DatagramProtocol):
-    def __init__(self, chain: Chain):
+    def __init__(self, chain: Chain, memo: AnswerMemo | None = None):
         self.chain = chain
+        self.memo = memo
         self.transport = None
         self.pending: set[asyncio.Task] = set()
 
@@ -46,6 +48,13 @@ class UdpProtocol(asyncio.DatagramProtocol):
         self.transport = transport
 
     def datagram_received(self, data: bytes, addr) -> None:
+        memo = self.memo
+        if memo is not None:
+            reply = memo.answer(data, addr)
+            if reply is not None:
+                if reply:
+                    self.transport.sendto(reply, addr)
+                return
         q = _gate(data, tcp=False)
         if type(q) is not Query:
             if q:
@@ -55,7 +64,10 @@ class UdpProtocol(asyncio.DatagramProtocol):
         result = self.chain.run(req)
         if type(result) is bytes:
             if result:
-                self.transport.sendto(truncate_for_udp(_finish(data, q.question_end, result), q.udp_size), addr)
+                reply = truncate_for_udp(_finish(data, q.question_end, result), q.udp_size)
+                self.transport.sendto(reply, addr)
+                if memo is not None and req.until:
+                    memo.remember(data, req, reply)
             return
         if len(self.pending) >= MAX_PENDING:
             result.close()
@@ -151,14 +163,15 @@ def bind_tcp(host: str, port: int, reuse_port: bool) -> socket.socket:
     return sock
 
 
-async def serve(chain: Chain, sockets: list[tuple[str, socket.socket]]):
-    """Start listeners on already-bound sockets; returns (transports, tcp servers)."""
+async def serve(chain: Chain, sockets: list[tuple[str, socket.socket]], memo: AnswerMemo | None = None):
+    """Start listeners on already-bound sockets; returns (transports, tcp servers). UDP answers go
+    through `memo` first when one is given."""
     loop = asyncio.get_running_loop()
     transports, servers = [], []
     tcp = TcpServer(chain)
     for kind, sock in sockets:
         if kind == "udp":
-            transport, _ = await loop.create_datagram_endpoint(lambda: UdpProtocol(chain), sock=sock)
+            transport, _ = await loop.create_datagram_endpoint(lambda: UdpProtocol(chain, memo), sock=sock)
             transports.append(transport)
         else:
             servers.append(await asyncio.start_server(tcp.handle, sock=sock))

@@ -163,3 +163,25 @@ def test_workers_add_up_on_one_endpoint(tmp_path, upstream):
             return now - before >= 60
 
         _wait_for(counted)
+
+
+def test_response_times_reach_the_histogram_in_bulk_as_if_observed_one_by_one():
+    from types import SimpleNamespace
+
+    from prometheus_client import CollectorRegistry, Histogram
+
+    from gateway.metrics import RESPONSE_BUCKETS, Metrics, add_to_histogram
+
+    samples = [0.0001, 0.0005, 0.0007, 0.003, 0.003, 0.2, 2.5, 7.0]
+    one_by_one = Histogram("t", "t", ["p"], buckets=RESPONSE_BUCKETS, registry=CollectorRegistry())
+    for s in samples:
+        one_by_one.labels("udp").observe(s)
+    m = Metrics(min_group_size=1)
+    for s in samples:
+        m.observe(SimpleNamespace(decision=None, group=None, proto="udp", client=None,
+                                  query=SimpleNamespace(qname="x.test")), s)
+    bulk = Histogram("t", "t", ["p"], buckets=RESPONSE_BUCKETS, registry=CollectorRegistry())
+    add_to_histogram(bulk.labels("udp"), m.latencies["udp"])
+    want = {s.name + str(s.labels): s.value for s in one_by_one.collect()[0].samples if "created" not in s.name}
+    got = {s.name + str(s.labels): s.value for s in bulk.collect()[0].samples if "created" not in s.name}
+    assert got == pytest.approx(want)

@@ -9,13 +9,14 @@ from gateway.dns import answers
 from gateway.dns.wire import Query
 
 DROP = b""  # a stage answering DROP means: send nothing
+INF = float("inf")
 
 
 class Request:
     """One client query on its way through the chain; lives only while the query is served."""
 
     __slots__ = ("client", "decision", "from_upstream", "group", "local", "lookup_key", "lookup_packet", "meta",
-                 "port", "proto", "query", "started", "upstreams")
+                 "port", "proto", "query", "started", "until", "upstreams")
 
     def __init__(self, query: Query, client: str, port: int, proto: str):
         self.query = query
@@ -31,6 +32,10 @@ class Request:
         self.local = False  # a school-internal name (local record / forward zone): no rebinding check
         self.upstreams = None  # a forward zone's upstreams, set by the local stage
         self.started = 0.0
+        # Until when (the cache's clock) this query's answer stays exactly right, so the answer memo may
+        # replay it: 0 = never (upstream round trips, stale answers, errors, drops). Set by the stage
+        # that answers; a stage whose answer is deterministic for the snapshot sets INF.
+        self.until = 0.0
 
 
 class Stage:
@@ -63,11 +68,13 @@ class Chain:
                     break
                 index += 1
             if result is None:  # the last stage always answers; reaching here is a bug: fail closed
+                req.until = 0.0
                 return answers.error(req.query, 2)
             if type(result) is bytes:
                 return self._unwind(req, result, index)
             return self._finish(req, result, index)
         except Exception:
+            req.until = 0.0
             return answers.error(req.query, 2)
 
     async def _finish(self, req: Request, pending, index: int) -> bytes:
@@ -86,4 +93,5 @@ class Chain:
                 response = stages[i].after(req, response)
             return response
         except Exception:
+            req.until = 0.0
             return answers.error(req.query, 2)

@@ -48,11 +48,15 @@ class RelayWatch:
         self.window, self.min_queries, self.clock = window, min_queries, clock
         self._start = clock()
         self._counts: dict[str, int] = {}
+        self._seen = 0
         self.single_source = False  # exported as a metric
 
     def see(self, address: str) -> None:
         counts = self._counts
         counts[address] = counts.get(address, 0) + 1
+        self._seen += 1
+        if self._seen & 255:  # look at the clock (and the table's size) every 256 queries only
+            return
         if len(counts) > 4096:
             counts.clear()
         now = self.clock()
@@ -95,23 +99,33 @@ class AccessStage(Stage):
             self._exempt_cache[address] = found
         return found
 
-    def before(self, req: Request):
+    def group_of(self, client: str):
+        """The client's group for the policy in force, or None when the address is not served."""
         snap = self.holder.current
         if snap is not self._snap:  # a new policy: group membership may have changed
             self._snap, self._groups = snap, {}
-        group = self._groups.get(req.client, False)
+        group = self._groups.get(client, False)
         if group is False:
-            group = identify(snap, req.client)
+            group = identify(snap, client)
             if len(self._groups) > 65536:
                 self._groups.clear()
-            self._groups[req.client] = group
+            self._groups[client] = group
+        return group
+
+    def admit(self, client: str) -> bool:
+        """Count the query for the relay watch; False when the client's rate limit says drop it.
+        Every served query passes here once (the answer memo calls it too)."""
+        self.relays.see(client)
+        if self.buckets is not None and not (self.exempt and self._is_exempt(client)) \
+                and not self.buckets.allow(client):
+            self.limited += 1
+            return False
+        return True
+
+    def before(self, req: Request):
+        group = self.group_of(req.client)
         if group is None:
             self.refused += 1
             return answers.error(req.query, REFUSED)
         req.group = group
-        self.relays.see(req.client)
-        if self.buckets is not None and not (self.exempt and self._is_exempt(req.client)) \
-                and not self.buckets.allow(req.client):
-            self.limited += 1
-            return DROP
-        return None
+        return None if self.admit(req.client) else DROP

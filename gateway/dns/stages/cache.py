@@ -23,6 +23,7 @@ class CacheStage(Stage):
         if hit is None:
             return None
         req.meta = hit.meta
+        req.until = hit.until
         if hit.prefetch and self.prefetch is not None:
             self.prefetch(req)
         return hit.packet

@@ -4,7 +4,7 @@ the self-forwarding probe, and which names go to a forward zone's own DNS server
 from __future__ import annotations
 
 from gateway.dns import answers
-from gateway.dns.stages import Request, Stage
+from gateway.dns.stages import INF, Request, Stage
 
 LOCAL_TTL = 300
 PROBE_ZONE = "loopcheck.school-gateway.invalid"
@@ -24,6 +24,7 @@ class LocalStage(Stage):
         name = q.qname
         if name.endswith("resolver.arpa") and (name == "resolver.arpa" or name.endswith(".resolver.arpa")):
             # RFC 9462 discovery would tell clients to switch to an encrypted resolver we cannot filter.
+            req.until = INF
             return answers.nodata(q, "resolver.arpa", LOCAL_TTL)
         if name.endswith(PROBE_ZONE):
             if len(self.probes_seen) > 1024:  # only the start-up probes matter; never grow without bound
@@ -33,6 +34,7 @@ class LocalStage(Stage):
         found = self.records.get(name)
         if found is not None:
             req.local = True
+            req.until = INF
             return answers.address_answer(q, found[0], found[1], LOCAL_TTL)
         if self.zones:
             for zone, upstreams in self.zones.items():

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from gateway.core.decide import decide
 from gateway.core.model import Action, BlockResponse, Decision, Reason
 from gateway.dns import answers
-from gateway.dns.stages import Request, Stage
+from gateway.dns.stages import INF, Request, Stage
 from gateway.dns.wire import name_to_wire
 
 log = logging.getLogger("gateway.dns")
@@ -85,6 +85,7 @@ class PolicyStage(Stage):
             observe(req, d)
         action = d.action
         if action is Action.BLOCK:
+            req.until = INF  # the same for this snapshot (a schedule's is limited by the memo: d.timed)
             return self.block_answer(req, d)
         if action is Action.REWRITE:
             target = name_to_wire(d.rewrite_to)

@@ -1,0 +1,118 @@
+"""Answer memo: the final UDP answer for a (group, query bytes) pair, replayed without running the chain.
+
+A cache hit or a block is deterministic for a policy snapshot, a client group and the exact query bytes
+after the ID (flags, question spelling, EDNS size and DO bit are all in them), until one of three things
+moves: the snapshot (the memo is dropped on a swap), a cached answer's TTL ticking down by a second
+(stages say when through `Request.until`), or a schedule boundary (a schedule's block is kept for at
+most a second; an answer a schedule let through came from the cache, so it is kept at most a second too).
+The memo replays such answers with one dict lookup; admission (rate limit, relay watch) and the observe
+listeners (metrics, query log) still run for every query, so counts and limits are the same as on the
+full chain.
+
+Only answers the chain produced synchronously are memoised (never an upstream round trip, a stale answer,
+an error or a rate-limit drop); the stage that knows an answer is deterministic sets `Request.until`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from gateway.core.model import Reason
+from gateway.dns.stages import Request
+
+TIMED_SECONDS = 1.0  # a decision that looked at the clock (a schedule) is re-judged at least this often
+HORIZON = 60.0  # any other memoised answer is re-derived at least this often
+_TIMED = (Reason.SCHEDULE, Reason.ERROR)  # an error block is retried soon, as a schedule's block
+
+
+class AnswerMemo:
+    def __init__(self, holder, access, listeners: list, clock: Callable[[], float] = time.monotonic,
+                 max_entries: int = 8192, latency_clock: Callable[[], float] = time.perf_counter):
+        self.holder = holder
+        self.access = access
+        self.listeners = listeners  # the observe stage's list itself: listeners added later are seen
+        self.clock = clock
+        self.latency_clock = latency_clock
+        self.max_entries = max_entries
+        self.hits = 0
+        self._snap = None
+        self._size = 0
+        self._by_group: dict[int, dict[bytes, tuple]] = {}  # id(group) -> {query[2:]: (reply[2:], until, req)}
+        self._by_client: dict[str, dict[bytes, tuple]] = {}  # address -> its group's table
+
+    def clear(self) -> None:
+        self._by_group = {}
+        self._by_client = {}
+        self._size = 0
+
+    def answer(self, data: bytes, addr) -> bytes | None:
+        """The reply for `data` from `addr` (b"" = drop it), or None when the full chain must run."""
+        if self.holder.current is not self._snap:
+            self._snap = self.holder.current
+            self.clear()
+            return None
+        client = addr[0]
+        table = self._by_client.get(client)
+        if table is None:
+            return None
+        key = data[2:]
+        entry = table.get(key)
+        if entry is None:
+            return None
+        started = self.latency_clock()
+        if self.clock() >= entry[1]:
+            del table[key]
+            self._size -= 1
+            return None
+        if not self.access.admit(client):
+            return b""
+        self.hits += 1
+        req = entry[2]
+        req.client, req.port = client, addr[1]
+        reply = data[:2] + entry[0]
+        if self.listeners:
+            seconds = self.latency_clock() - started
+            for listener in self.listeners:
+                listener(req, seconds)
+        req.client = None  # the address lives only while its query is served
+        return reply
+
+    def remember(self, data: bytes, req: Request, reply: bytes) -> None:
+        """Keep the chain's final `reply` to `data` when every stage said it is deterministic."""
+        until = req.until
+        group = req.group
+        if until <= 0.0 or group is None or len(reply) < 12 or self.holder.current is not self._snap:
+            return
+        now = self.clock()
+        d = req.decision
+        # Only a schedule looks at the clock (decide.py); everything else holds for the whole snapshot.
+        until = min(until, now + (TIMED_SECONDS if d is not None and d.reason in _TIMED else HORIZON))
+        if until <= now:
+            return
+        table = self._by_group.get(id(group))
+        if table is None:
+            table = self._by_group[id(group)] = {}
+        clients = self._by_client
+        if clients.get(req.client) is not table:
+            if len(clients) >= 65536:
+                clients.clear()
+            clients[req.client] = table
+        key = data[2:]
+        if key not in table:
+            if self._size >= self.max_entries:
+                self._evict()
+            self._size += 1
+        req.client = None
+        table[key] = (reply[2:], until, req)
+
+    def _evict(self) -> None:
+        # The oldest entry of the largest table: insertion order is a good enough LRU for a memo that
+        # re-derives everything within a minute anyway.
+        table = max(self._by_group.values(), key=len)
+        if table:
+            del table[next(iter(table))]
+            self._size -= 1
+
+    def __len__(self) -> int:
+        return self._size
