@@ -8,6 +8,7 @@ import logging
 import math
 import random
 import re
+import socket
 import ssl
 import struct
 import time
@@ -32,6 +33,8 @@ _EWMA_WEIGHT = 0.3  # weight of the newest latency sample
 # A connection whose upstream has left this many queries unanswered has stopped working; start afresh.
 _ABANDONED_MAX = 256
 _IN_FLIGHT_MAX = 60000  # per connection: IDs are 16 bits and must stay unique on it
+# Queries one UDP socket (one source port) may carry; it carries more than one only while they overlap.
+_CHANNEL_QUERIES = 32
 
 _SERVFAIL = 2
 _REFUSED = 5
@@ -253,24 +256,155 @@ class _Closed(_Fault):
 # ---- transports ----
 
 
-class _Replies(asyncio.DatagramProtocol):
-    """Collects what arrives on one query's connected UDP socket."""
+_NONBLOCK = getattr(socket, "SOCK_NONBLOCK", 0)
 
-    def __init__(self) -> None:
-        self._queue: asyncio.Queue[bytes | OSError] = asyncio.Queue()
 
-    def datagram_received(self, data: bytes, addr: object) -> None:
-        self._queue.put_nowait(data)
+class _UdpAttempt:
+    """One query waiting on a _UdpChannel; cancel() gives up on it (its ID is then expected late)."""
 
-    def error_received(self, exc: Exception) -> None:
-        # ICMP port unreachable on a connected socket arrives here: a fast, clear failure.
-        self._queue.put_nowait(exc if isinstance(exc, OSError) else OSError(str(exc)))
+    __slots__ = ("channel", "flight", "qid", "question", "timer")
 
-    async def get(self) -> bytes:
-        item = await self._queue.get()
-        if isinstance(item, OSError):
-            raise item
-        return item
+    def __init__(self, channel: _UdpChannel, flight: _Flight, qid: int, question: _Question) -> None:
+        self.channel = channel
+        self.flight = flight
+        self.qid = qid
+        self.question = question
+        self.timer: asyncio.TimerHandle | None = None
+
+    def cancel(self) -> None:
+        if self.channel.pending.get(self.qid) is self:
+            self.channel.drop(self, answered=False)
+
+    def expired(self) -> None:
+        self.timer = None
+        self.cancel()
+        try:
+            self.flight.timed_out()
+        except Exception as exc:  # a bug: the waiters see it rather than wait forever
+            self.flight.finish(exc)
+
+
+class _UdpChannel:
+    """A connected UDP socket to one upstream, driven by loop callbacks (no transport, no task).
+
+    Its port is random (the kernel's pick), and being connected, datagrams from any other address are
+    never delivered to it; an answer must also carry the ID and question of a query still waiting on
+    it. It is shared only by queries that overlap in time, at most _CHANNEL_QUERIES of them: it takes
+    no new query once it has carried that many, and it closes as soon as none is waiting. So one query
+    at a time gets a fresh socket (and port) each, and under load the port still changes every few
+    dozen queries.
+    """
+
+    __slots__ = ("abandoned", "fd", "left", "loop", "owner", "pending", "sock", "up")
+
+    def __init__(self, owner: Upstreams, up: _Upstream) -> None:
+        spec = up.health.spec
+        sock = socket.socket(socket.AF_INET6 if ":" in spec.host else socket.AF_INET, socket.SOCK_DGRAM | _NONBLOCK)
+        try:
+            if not _NONBLOCK:
+                sock.setblocking(False)
+            sock.connect((spec.host, spec.port))
+            self.loop = loop = asyncio.get_running_loop()
+            self.fd = fd = sock.fileno()
+            loop.add_reader(fd, self._readable)
+        except BaseException:
+            sock.close()
+            raise
+        self.sock: socket.socket | None = sock
+        self.owner = owner
+        self.up = up
+        self.pending: dict[int, _UdpAttempt] = {}
+        # IDs of queries that gave up (timeout, cancel): a late answer to one is expected, not a forgery.
+        self.abandoned: set[int] = set()
+        self.left = _CHANNEL_QUERIES
+
+    def ask(self, flight: _Flight, packet: bytes, question: _Question, deadline: float) -> _UdpAttempt:
+        """Send one query; raises OSError if the socket fails (every query waiting on it then fails too)."""
+        pending, abandoned, rng = self.pending, self.abandoned, self.owner._rng
+        qid = rng.getrandbits(16)
+        while qid in pending or qid in abandoned:
+            qid = rng.getrandbits(16)
+        assert self.sock is not None
+        try:
+            self.sock.send(qid.to_bytes(2, "big") + packet[2:])
+        except OSError as exc:
+            self.broken(str(exc) or type(exc).__name__)
+            raise
+        attempt = _UdpAttempt(self, flight, qid, question)
+        attempt.timer = self.loop.call_at(deadline, attempt.expired)
+        pending[qid] = attempt
+        self.left -= 1
+        if self.left <= 0 and self.up.udp is self:
+            self.up.udp = None  # carried its share: the next query opens a socket on a new port
+        return attempt
+
+    def drop(self, attempt: _UdpAttempt, *, answered: bool) -> None:
+        del self.pending[attempt.qid]
+        if attempt.timer is not None:
+            attempt.timer.cancel()
+            attempt.timer = None
+        if not answered:
+            self.abandoned.add(attempt.qid)
+        if not self.pending:
+            self.close()
+
+    def broken(self, reason: str) -> None:
+        """The socket failed (ICMP port unreachable arrives as a recv/send error): fail every query on it."""
+        waiting = list(self.pending.values())
+        self.pending.clear()
+        self.close()
+        for attempt in waiting:
+            if attempt.timer is not None:
+                attempt.timer.cancel()
+                attempt.timer = None
+            attempt.flight.attempt_failed(reason)
+
+    def close(self) -> None:
+        sock = self.sock
+        if sock is None:
+            return
+        self.sock = None
+        if self.up.udp is self:
+            self.up.udp = None
+        self.loop.remove_reader(self.fd)
+        sock.close()
+
+    def _readable(self) -> None:
+        pending = self.pending
+        while True:
+            sock = self.sock
+            if sock is None:
+                return
+            try:
+                data = sock.recv(65535)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                self.broken(str(exc) or type(exc).__name__)
+                return
+            qid = data[0] << 8 | data[1] if len(data) >= 2 else -1
+            attempt = pending.get(qid)
+            if attempt is None:
+                if qid in self.abandoned:
+                    self.abandoned.discard(qid)  # a late answer to a query that already moved on
+                else:
+                    self.owner.spoofed += 1
+                continue
+            verdict = _classify(data, qid, attempt.question, datagram=True)
+            if verdict == _MISMATCH:
+                self.owner.spoofed += 1  # not ours: keep listening for the real answer
+                continue
+            self.drop(attempt, answered=True)
+            flight = attempt.flight
+            try:
+                if verdict == _MATCH:
+                    flight.answered(data)
+                elif verdict == _TRUNCATED:
+                    flight.truncated()
+                else:
+                    flight.attempt_failed("malformed response")
+            except Exception as exc:  # a bug: the waiters see it rather than wait forever
+                flight.finish(exc)
 
 
 class _Stream:
@@ -409,13 +543,163 @@ class _Upstream:
     retry_at: float = 0.0
     stream: _Stream | None = None
     connecting: asyncio.Task[_Stream] | None = None
+    udp: _UdpChannel | None = None  # the socket new UDP queries go out on, if one is open
 
 
-@dataclass(slots=True, eq=False)
 class _Flight:
-    task: asyncio.Task[bytes]
-    question: _Question
-    waiters: int = 0
+    """One question on its way to the upstreams, shared by every query() that waits for it.
+
+    Driven by loop callbacks rather than a task of its own: the plan's attempts run one after another
+    (UDP on a _UdpChannel; TCP and DoT, and the TCP retry of a truncated UDP answer, in a small task),
+    and the outcome goes to each waiter's own future, so one waiter giving up never cancels another's
+    answer. When the last waiter gives up, the flight stops; close() ends every flight with UpstreamError.
+    """
+
+    __slots__ = (
+        "attempt_deadline",
+        "budget",
+        "deadline",
+        "done",
+        "failures",
+        "index",
+        "key",
+        "loop",
+        "owner",
+        "packet",
+        "plan",
+        "question",
+        "started",
+        "task",
+        "udp",
+        "waiters",
+    )
+
+    def __init__(self, owner: Upstreams, packet: bytes, question: _Question, key: Hashable | None) -> None:
+        self.owner = owner
+        self.loop = asyncio.get_running_loop()
+        self.packet = packet
+        self.question = question
+        self.key = key
+        self.waiters: list[asyncio.Future[bytes]] = []
+        self.done = False
+        self.plan: Sequence[_Upstream] = ()
+        self.index = 0
+        self.deadline = self.budget = self.attempt_deadline = self.started = 0.0
+        self.failures: list[str] = []
+        self.udp: _UdpAttempt | None = None
+        self.task: asyncio.Task[bytes] | None = None
+
+    def start(self) -> None:
+        self.deadline = self.loop.time() + self.owner._timeout
+        self.plan = self.owner._plan()
+        self._next()
+
+    def _next(self) -> None:
+        plan, i = self.plan, self.index
+        if i >= len(plan):
+            self.finish(UpstreamError("no upstream answered: " + "; ".join(self.failures)))
+            return
+        up = plan[i]
+        now = self.loop.time()
+        self.budget = budget = max(0.0, self.deadline - now) / (len(plan) - i)
+        self.attempt_deadline = now + budget
+        self.started = self.owner._clock()
+        up.health.queries += 1
+        if up.health.spec.proto != "udp":
+            self._stream(up)
+            return
+        try:
+            channel = up.udp
+            if channel is None:
+                channel = up.udp = _UdpChannel(self.owner, up)
+            self.udp = channel.ask(self, self.packet, self.question, self.attempt_deadline)
+        except OSError as exc:
+            self.attempt_failed(str(exc) or type(exc).__name__)
+
+    def _stream(self, up: _Upstream) -> None:
+        self.task = task = self.loop.create_task(
+            self.owner._stream_query(up, self.packet, self.question, self.attempt_deadline)
+        )
+        task.add_done_callback(self._stream_done)
+
+    def _stream_done(self, task: asyncio.Task[bytes]) -> None:
+        if task is not self.task:
+            if not task.cancelled():
+                task.exception()  # retrieved: a stopped flight's task, nobody is waiting for it
+            return
+        self.task = None
+        if task.cancelled():  # by cancel() or close(): the flight already ended
+            return
+        exc = task.exception()
+        if exc is None:
+            self.answered(task.result())
+        elif isinstance(exc, TimeoutError):
+            self.timed_out()
+        elif isinstance(exc, (_Fault, OSError, EOFError)):
+            self.attempt_failed(str(exc) or type(exc).__name__)
+        else:
+            self.finish(exc)  # a bug, not an upstream failure: let the waiters see it
+
+    # ---- outcomes of one attempt ----
+
+    def answered(self, response: bytes) -> None:
+        self.udp = None
+        rcode = response[3] & 0x0F
+        if rcode == _REFUSED:
+            # REFUSED says this upstream won't serve us (ACL); another may, and a child's device must
+            # never be told REFUSED, which sends it off to a secondary resolver around the filter.
+            self.attempt_failed("refused the query")
+            return
+        # SERVFAIL is the upstream's answer about this name (often DNSSEC), not a broken upstream.
+        self.owner._succeeded(self.plan[self.index], self.owner._clock() - self.started, servfail=rcode == _SERVFAIL)
+        self.finish(response)
+
+    def truncated(self) -> None:
+        # The same query again over TCP, within what is left of this attempt.
+        self.udp = None
+        self._stream(self.plan[self.index])
+
+    def timed_out(self) -> None:
+        self.attempt_failed(f"no answer within {self.budget:.2f}s")
+
+    def attempt_failed(self, reason: str) -> None:
+        self.udp = None
+        up = self.plan[self.index]
+        self.owner._failed(up, self.budget)
+        self.failures.append(f"{up.health.spec}: {reason}")
+        self.index += 1
+        if not self.done:
+            self._next()
+
+    # ---- the flight as a whole ----
+
+    def finish(self, outcome: bytes | BaseException) -> None:
+        """Hand the outcome to every waiter and stop whatever is still running."""
+        if self.done:
+            return
+        self.cancel()
+        for waiter in self.waiters:
+            if not waiter.done():
+                if isinstance(outcome, BaseException):
+                    waiter.set_exception(outcome)
+                else:
+                    waiter.set_result(outcome)
+
+    def cancel(self) -> None:
+        """Stop without an outcome (nobody wants it any more): no health is recorded for this attempt."""
+        self.done = True
+        owner = self.owner
+        owner._live.discard(self)
+        if self.key is not None and owner._flights.get(self.key) is self:
+            del owner._flights[self.key]
+        if self.udp is not None:
+            self.udp.cancel()
+            self.udp = None
+        if self.task is not None:
+            self.task.cancel()  # its done callback retrieves it; close() also awaits it
+            owner._stopping.add(self.task)
+            self.task.add_done_callback(owner._stopping.discard)
+            self.task = None
 
 
 def _ewma(old: float | None, sample: float) -> float:
@@ -464,7 +748,8 @@ class Upstreams:
                 raise ValueError("the TLS context for DoT upstreams must verify certificates and host names")
             self._ssl = ctx
         self._flights: dict[Hashable, _Flight] = {}
-        self._tasks: set[asyncio.Task[bytes]] = set()
+        self._live: set[_Flight] = set()  # every flight not yet ended
+        self._stopping: set[asyncio.Task[bytes]] = set()  # stream tasks of ended flights, until they finish
         self._closed = False
         self.spoofed = 0  # responses dropped because their ID or question matched no query of ours
         self.specs = tuple(specs)
@@ -488,22 +773,27 @@ class Upstreams:
         flight = self._flights.get(key) if key is not None else None
         if flight is None or flight.question != question:
             # Also when a caller's key merges two different questions: never answer one with the other.
-            flight = self._launch(packet, question, key)
-        flight.waiters += 1
+            flight = _Flight(self, packet, question, key)
+            self._live.add(flight)
+            if key is not None and key not in self._flights:
+                self._flights[key] = flight
+            fresh = True
+        else:
+            fresh = False
+        waiter = flight.loop.create_future()
+        flight.waiters.append(waiter)
         try:
-            response = await asyncio.shield(flight.task)
-        except asyncio.CancelledError:
-            me = asyncio.current_task()
-            if flight.task.cancelled() and not (me is not None and me.cancelling()):
-                raise UpstreamError("upstreams are closed") from None
-            raise
+            if fresh:
+                flight.start()  # may end it at once (every upstream failed to send): the waiter holds that
+            response = await waiter
         finally:
-            flight.waiters -= 1
-            if not flight.waiters:
-                flight.task.cancel()  # nobody wants the answer any more; no-op once it is done
+            waiters = flight.waiters
+            waiters.remove(waiter)
+            if not waiters and not flight.done:
+                flight.cancel()  # nobody wants the answer any more
         # The upstream's question equals ours but for case; give the client back its own spelling (0x20).
         name_end = qend - 4
-        return packet[:2] + response[2:12] + packet[12:name_end] + response[name_end:]
+        return b"".join((packet[:2], response[2:12], packet[12:name_end], response[name_end:]))
 
     def health(self) -> list[UpstreamHealth]:
         """A copy of each upstream's state, in configured order."""
@@ -512,37 +802,29 @@ class Upstreams:
     async def close(self) -> None:
         """Fail queries in flight with UpstreamError and close every socket."""
         self._closed = True
-        tasks: list[asyncio.Task] = [*self._tasks, *(u.connecting for u in self._ups if u.connecting)]
+        closed = UpstreamError("upstreams are closed")
+        for flight in list(self._live):
+            flight.finish(closed)
+        tasks: list[asyncio.Task] = [*self._stopping, *(u.connecting for u in self._ups if u.connecting)]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         for up in self._ups:
+            if up.udp is not None:
+                up.udp.broken("upstreams are closed")
             if up.stream is not None:
                 await up.stream.aclose()
                 up.stream = None
         # Transports close their sockets on the next loop turn; give them that turn so "closed" means closed.
         await asyncio.sleep(0)
 
-    def _launch(self, packet: bytes, question: _Question, key: Hashable | None) -> _Flight:
-        task = asyncio.get_running_loop().create_task(self._resolve(packet, question))
-        flight = _Flight(task, question)
-        self._tasks.add(task)
-        if key is not None and key not in self._flights:
-            self._flights[key] = flight
-        task.add_done_callback(partial(self._landed, key, flight))
-        return flight
-
-    def _landed(self, key: Hashable | None, flight: _Flight, task: asyncio.Task[bytes]) -> None:
-        self._tasks.discard(task)
-        if key is not None and self._flights.get(key) is flight:
-            del self._flights[key]
-        if not task.cancelled():
-            task.exception()  # retrieved: the waiters got it through their shields
-
-    def _plan(self) -> list[_Upstream]:
+    def _plan(self) -> Sequence[_Upstream]:
         """The upstreams to try for one query, best first."""
+        ups = self._ups
+        if len(ups) == 1:
+            return ups  # nothing to choose (and never mutated by a flight)
         now = self._clock()
-        healthy = sorted((u for u in self._ups if u.health.healthy), key=_by_latency)
+        healthy = sorted((u for u in ups if u.health.healthy), key=_by_latency)
         resting = sorted((u for u in self._ups if not u.health.healthy), key=lambda u: (u.retry_at, u.index))
         if not healthy:
             return resting[: self._attempts]  # all down: try them anyway, longest rested first
@@ -553,38 +835,6 @@ class Upstreams:
             probe.retry_at = now + probe.backoff  # claimed, so concurrent queries don't all probe it
             plan = [probe, *healthy[: self._attempts - 1]]
         return plan
-
-    async def _resolve(self, packet: bytes, question: _Question) -> bytes:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._timeout
-        plan = self._plan()
-        failures = []
-        for i, up in enumerate(plan):
-            now = loop.time()
-            budget = max(0.0, deadline - now) / (len(plan) - i)
-            started = self._clock()
-            up.health.queries += 1
-            try:
-                if up.health.spec.proto == "udp":
-                    response = await self._udp(up, packet, question, now + budget)
-                else:
-                    response = await self._stream_query(up, packet, question, now + budget)
-            except TimeoutError:
-                reason = f"no answer within {budget:.2f}s"
-            except (_Fault, OSError, EOFError) as exc:
-                reason = str(exc) or type(exc).__name__
-            else:
-                rcode = response[3] & 0x0F
-                if rcode != _REFUSED:
-                    # SERVFAIL is the upstream's answer about this name (often DNSSEC), not a broken upstream.
-                    self._succeeded(up, self._clock() - started, servfail=rcode == _SERVFAIL)
-                    return response
-                # REFUSED says this upstream won't serve us (ACL); another may, and a child's device must
-                # never be told REFUSED, which sends it off to a secondary resolver around the filter.
-                reason = "refused the query"
-            self._failed(up, budget)
-            failures.append(f"{up.health.spec}: {reason}")
-        raise UpstreamError("no upstream answered: " + "; ".join(failures))
 
     def _succeeded(self, up: _Upstream, elapsed: float, *, servfail: bool) -> None:
         h = up.health
@@ -614,32 +864,6 @@ class Upstreams:
 
     def _count_spoof(self) -> None:
         self.spoofed += 1
-
-    async def _udp(self, up: _Upstream, packet: bytes, question: _Question, deadline: float) -> bytes:
-        spec = up.health.spec
-        qid = self._rng.getrandbits(16)
-        # A fresh socket per query gets a fresh random source port from the kernel, and connecting it
-        # means datagrams from any other address are never delivered to us.
-        transport, replies = await asyncio.get_running_loop().create_datagram_endpoint(
-            _Replies, remote_addr=(spec.host, spec.port)
-        )
-        try:
-            async with asyncio.timeout_at(deadline):
-                transport.sendto(qid.to_bytes(2, "big") + packet[2:])
-                while True:
-                    data = await replies.get()
-                    verdict = _classify(data, qid, question, datagram=True)
-                    if verdict == _MATCH:
-                        return data
-                    if verdict == _TRUNCATED:
-                        break
-                    if verdict == _MALFORMED:
-                        raise _Fault("malformed response")
-                    self.spoofed += 1  # not ours: keep listening for the real answer
-        finally:
-            transport.close()
-        # Truncated: the same query again over TCP, within what is left of this attempt.
-        return await self._stream_query(up, packet, question, deadline)
 
     async def _stream_query(
         self, up: _Upstream, packet: bytes, question: _Question, deadline: float
