@@ -232,7 +232,13 @@ def cmd_audit(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+BUILT_IN = ("validate", "explain", "run", "log", "audit")
+EXTRA_COMMANDS = ("gateway.report.cli", "gateway.updater.cli", "gateway.proxy.cli", "gateway.doctor")
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line; given a built-in `command`, the other parts' modules are not imported
+    (a gateway's start should not pay for the report's and updater's imports)."""
     parser = argparse.ArgumentParser(prog="school-gateway", description="School network-safety gateway")
     parser.add_argument("--version", action="version", version=f"school-gateway {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -280,7 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lang", choices=("vi", "en"), default="vi")
     p.set_defaults(func=cmd_audit)
 
-    for module in ("gateway.report.cli", "gateway.updater.cli", "gateway.proxy.cli", "gateway.doctor"):
+    for module in () if command in BUILT_IN else EXTRA_COMMANDS:
         try:
             add = importlib.import_module(module).add_commands
         except (ImportError, AttributeError):
@@ -290,7 +296,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    words = sys.argv[1:] if argv is None else argv
+    command = next((w for w in words if not w.startswith("-")), None)
+    args = build_parser(command).parse_args(argv)
     return args.func(args) or 0
 
 

@@ -73,20 +73,28 @@ class SuffixMap:
     Big category lists live in a DomainSet; this is for lists of tens to thousands of entries.
     """
 
-    __slots__ = ("_entries",)
+    __slots__ = ("_entries", "_tops")
 
     def __init__(self, entries: dict[str, object] | None = None):
         self._entries = dict(entries or {})
+        # The last labels ("com", "vn") entries end in: a name under none of them is a miss at once.
+        self._tops = frozenset(e[e.rfind(".") + 1:] for e in self._entries)
 
     def get(self, name: str) -> tuple[str, object] | None:
         """(listed name, payload) of the most specific entry covering `name`, or None."""
         entries = self._entries
-        if not entries:
+        if not entries or name[name.rfind(".") + 1:] not in self._tops:
             return None
-        for suffix in suffixes(name):
-            payload = entries.get(suffix)
+        payload = entries.get(name)
+        if payload is not None:
+            return name, payload
+        start = name.find(".")
+        while start != -1:  # parents, most specific first (suffixes(), inlined: this runs per query)
+            start += 1
+            payload = entries.get(name[start:])
             if payload is not None:
-                return suffix, payload
+                return name[start:], payload
+            start = name.find(".", start)
         return None
 
     def __contains__(self, name: str) -> bool:
