@@ -11,6 +11,26 @@ from gateway.dns.stages import Request, Stage
 CACHEABLE_RCODES = (0, 3)  # NOERROR, NXDOMAIN
 
 
+class Kept:
+    """What a cached answer's hits still need from its parse (the policy stage re-judges CNAME targets
+    and checks addresses for rebinding); the parsed records themselves are not kept, which makes a
+    cache entry several times smaller."""
+
+    __slots__ = ("addresses", "cname_targets")
+
+    def __init__(self, cname_targets: tuple[str, ...], addresses: tuple[tuple[str, bytes], ...]):
+        self.cname_targets = cname_targets
+        self.addresses = addresses
+
+
+_NOTHING = Kept((), ())
+
+
+def kept(info) -> Kept:
+    if not info.cname_targets and not info.addresses:
+        return _NOTHING
+    return Kept(info.cname_targets, info.addresses)
+
 class CacheStage(Stage):
     name = "cache"
 
@@ -32,7 +52,7 @@ class CacheStage(Stage):
         info = req.meta
         if req.from_upstream and info is not None and info.rcode in CACHEABLE_RCODES and not info.tc:
             negative = info.rcode == 3 or (not info.addresses and not info.cname_targets and not _has_answer(info))
-            self.cache.put(req.lookup_key, response, info.ttl_offsets, info.ttl, negative, meta=info)
+            self.cache.put(req.lookup_key, response, info.ttl_offsets, info.ttl, negative, meta=kept(info))
         return response
 
 

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from gateway.dns import answers
 from gateway.dns.cache import Cache
 from gateway.dns.stages import Request, Stage
+from gateway.dns.stages.cache import kept
 from gateway.dns.stages.policy import lookup_packet
 from gateway.dns.wire import WireError, scan_response, with_id
 from gateway.errors import UpstreamError
@@ -78,7 +79,7 @@ class UpstreamStage(Stage):
             except Exception:
                 return
             if self.cache is not None and info.rcode in (0, 3) and not info.tc:
-                self.cache.put(key, response, info.ttl_offsets, info.ttl, info.rcode == 3, meta=info)
+                self.cache.put(key, response, info.ttl_offsets, info.ttl, info.rcode == 3, meta=kept(info))
 
         task = asyncio.get_running_loop().create_task(refresh())
         self._background.add(task)
