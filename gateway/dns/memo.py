@@ -28,12 +28,11 @@ _TIMED = (Reason.SCHEDULE, Reason.ERROR)  # an error block is retried soon, as a
 
 class AnswerMemo:
     def __init__(self, holder, access, listeners: list, clock: Callable[[], float] = time.monotonic,
-                 max_entries: int = 8192, latency_clock: Callable[[], float] = time.perf_counter):
+                 max_entries: int = 8192):
         self.holder = holder
         self.access = access
         self.listeners = listeners  # the observe stage's list itself: listeners added later are seen
-        self.clock = clock
-        self.latency_clock = latency_clock
+        self.clock = clock  # the cache's clock (entries' `until` is on it); also times the replay
         self.max_entries = max_entries
         self.hits = 0
         self._snap = None
@@ -60,8 +59,8 @@ class AnswerMemo:
         entry = table.get(key)
         if entry is None:
             return None
-        started = self.latency_clock()
-        if self.clock() >= entry[1]:
+        started = self.clock()
+        if started >= entry[1]:
             del table[key]
             self._size -= 1
             return None
@@ -72,7 +71,7 @@ class AnswerMemo:
         req.client, req.port = client, addr[1]
         reply = data[:2] + entry[0]
         if self.listeners:
-            seconds = self.latency_clock() - started
+            seconds = self.clock() - started
             for listener in self.listeners:
                 listener(req, seconds)
         req.client = None  # the address lives only while its query is served

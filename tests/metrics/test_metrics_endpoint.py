@@ -185,3 +185,20 @@ def test_response_times_reach_the_histogram_in_bulk_as_if_observed_one_by_one():
     want = {s.name + str(s.labels): s.value for s in one_by_one.collect()[0].samples if "created" not in s.name}
     got = {s.name + str(s.labels): s.value for s in bulk.collect()[0].samples if "created" not in s.name}
     assert got == pytest.approx(want)
+
+
+def test_distinct_clients_count_a_returning_client_again_on_a_new_day():
+    from gateway.metrics import DistinctClients
+
+    now = [86400.0 * 100 + 10]
+    clients = DistinctClients(clock=lambda: now[0], key=b"k" * 16)
+    for _ in range(3):
+        clients.see("thcs", "10.0.0.1")
+    clients.see("thcs", "10.0.0.2")
+    clients.see("staff", "10.0.0.1")
+    assert {d: {b: len(s) for b, s in bands.items()} for d, bands in clients.days.items()} == {
+        100: {"thcs": 2, "staff": 1}}
+    now[0] += 86400
+    clients.see("thcs", "10.0.0.1")  # seen yesterday: counted again for today
+    assert len(clients.days[101]["thcs"]) == 1
+    assert len(clients.week()["thcs"]) == 2
