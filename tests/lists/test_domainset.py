@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
+import string
 import tempfile
 from pathlib import Path
 
@@ -12,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.lists.domainset import MAGIC, DomainSet, DomainSetFormatError, Match, name_key
+from gateway.lists.domainset import FORMAT_VERSION, MAGIC, DomainSet, DomainSetFormatError, Match, name_key
 
 EXC = 1
 SUB = 2
@@ -159,8 +161,9 @@ def test_save_load_round_trip_is_zero_copy(tmp_path: Path) -> None:
     for query in ["a.ok.example.com", "example.com", "x.wild.org", "wild.org", "nothing.net"]:
         assert loaded.matches(query) == dset.matches(query)
     # Zero-copy: the arrays are views over the mapped file, not copies.
-    assert isinstance(loaded._keys, memoryview)
-    assert loaded._keys.obj is not None
+    assert isinstance(loaded._records, memoryview)
+    assert loaded._records.obj is not None
+    assert isinstance(loaded._groups, memoryview)
 
 
 def test_file_layout_is_portable_and_deterministic(tmp_path: Path) -> None:
@@ -170,11 +173,11 @@ def test_file_layout_is_portable_and_deterministic(tmp_path: Path) -> None:
     sample().save(path, {"golden": True})
     data = path.read_bytes()
     assert data[:8] == MAGIC
-    assert int.from_bytes(data[8:12], "little") == 1
+    assert int.from_bytes(data[8:12], "little") == FORMAT_VERSION == 2
     assert hashlib.sha256(data).hexdigest() == GOLDEN_SHA256
 
 
-GOLDEN_SHA256 = "1575e94a71711a38df12e812b1ef365dcb206591a242c9c3482ce423b701f2d0"
+GOLDEN_SHA256 = "82e9c32eeb6b0e04da88d52178c4deb9bd54675e483678c393a9dcdfeb5c5bea"
 
 
 def saved(tmp_path: Path) -> Path:
@@ -225,6 +228,16 @@ def test_other_version(tmp_path: Path) -> None:
     data[8:12] = (99).to_bytes(4, "little")
     path.write_bytes(bytes(data))
     with pytest.raises(DomainSetFormatError, match="version 99"):
+        DomainSet.load(path)
+
+
+def test_version_1_file_is_rejected_with_a_recompile_hint(tmp_path: Path) -> None:
+    # Version 1 (separate key, line and source arrays) is not read: the caller recompiles.
+    path = saved(tmp_path)
+    data = bytearray(path.read_bytes())
+    data[8:12] = (1).to_bytes(4, "little")
+    path.write_bytes(bytes(data))
+    with pytest.raises(DomainSetFormatError, match="format version 1, this program reads version 2; recompile"):
         DomainSet.load(path)
 
 
@@ -296,3 +309,82 @@ def test_a_loaded_set_saves_again(tmp_path: Path) -> None:
     assert meta == {"k": 2}
     for query in ["a.ok.example.com", "x.wild.org", "nothing.net"]:
         assert again.matches(query) == sample().matches(query)
+
+
+# -- a seeded list against a plain Python set ------------------------------------------------
+
+
+def seeded_names(rng: random.Random, n: int) -> list[str]:
+    tlds = ["com", "net", "vn", "edu.vn", "io"]
+
+    def label() -> str:
+        return "".join(rng.choices(string.ascii_lowercase + string.digits, k=rng.randint(1, 6)))
+
+    return list({".".join([label() for _ in range(rng.randint(1, 4))] + [rng.choice(tlds)]) for _ in range(n)})
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_seeded_set_agrees_with_a_python_set(tmp_path: Path, seed: int) -> None:
+    rng = random.Random(seed)
+    names = seeded_names(rng, 5000)
+    listed = set(names)
+    dset = DomainSet.from_columns(names, [i % 7 for i in range(len(names))], list(range(1, len(names) + 1)))
+    dset.save(tmp_path / "s.sgwset", {})
+    loaded, _ = DomainSet.load(tmp_path / "s.sgwset")
+    line_of = {name: i + 1 for i, name in enumerate(names)}
+    # Hits: subdomains of listed names and the names themselves; misses: random names, and
+    # parents of listed names that are not listed themselves.
+    queries = [rng.choice(names) for _ in range(500)]
+    queries += [f"x{i}.{rng.choice(names)}" for i in range(500)]
+    queries += [".".join(rng.choice(names).split(".")[1:]) for _ in range(500)]
+    queries += [f"q{i}.nothing{i}.{rng.choice(['com', 'org', 'vn'])}" for i in range(500)]
+    hits = 0
+    for query in queries:
+        labels = query.split(".")
+        expected = [(d, ".".join(labels[d:])) for d in range(len(labels)) if ".".join(labels[d:]) in listed]
+        for found in (dset.matches(query), loaded.matches(query)):
+            assert [(m.depth, m.suffix) for m in found] == expected, query
+            assert [m.line for m in found] == [line_of[suffix] for _, suffix in expected]
+            assert [m.source for m in found] == [(line_of[suffix] - 1) % 7 for _, suffix in expected]
+        assert (query in loaded) is bool(expected)
+        assert [(d, s) for d, s, _, _ in loaded.raw_matches(query)] == expected
+        hits += bool(expected)
+    assert 1000 <= hits < len(queries)  # both paths exercised
+
+
+def test_ancestors_of_deep_entries_are_walked() -> None:
+    # The walk stops at the first suffix that is no entry's ancestor: every level in between
+    # must be marked, however deep the entry and whatever else is listed.
+    deep = "a.b.c.d.e.f.example.com"
+    dset = DomainSet.build([(deep, 0, 1, 0), ("other.org", 0, 2, 0)])
+    assert dset.matches("x." + deep) == (Match(1, deep, 0, 1, False, False),)
+    assert dset.matches(deep)[0].depth == 0
+    for cut in range(1, deep.count(".")):
+        assert dset.matches(deep.split(".", cut)[-1]) == ()
+    assert "y.other.org" in dset
+
+
+def test_single_label_entries_are_probed_first() -> None:
+    dset = DomainSet.build([("localhost", 0, 1, 0), ("ads.example.com", 0, 2, 0)])
+    assert dset.matches("localhost") == (Match(0, "localhost", 0, 1, False, False),)
+    assert dset.matches("a.ads.example.com") == (Match(1, "ads.example.com", 0, 2, False, False),)
+    assert dset.matches("example.com") == ()
+    assert dset.matches("host") == ()
+
+
+def test_match_is_an_immutable_record() -> None:
+    match = sample().matches("a.example.com")[0]
+    assert (match.depth, match.suffix, match.source, match.line) == (1, "example.com", 0, 1)
+    assert type(match) is Match
+    with pytest.raises(AttributeError):
+        match.depth = 5  # type: ignore[misc]
+    assert hash(match) == hash(Match(1, "example.com", 0, 1, False, False))
+
+
+def test_many_entries_in_one_group_and_duplicates_keep_build_order() -> None:
+    # A set of 3 entries has a single group: every entry shares it, so bisect, the adler32 run
+    # and the crc check all run against neighbours.
+    entries = [("b.example", 2, 5, 0), ("a.example", 0, 1, 0), ("b.example", 1, 3, 0)]
+    dset = DomainSet.build(entries)
+    assert [(m.source, m.line) for m in dset.matches("x.b.example")] == [(2, 5), (1, 3)]
+    assert [(m.source, m.line) for m in dset.matches("a.example")] == [(0, 1)]

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.lists.domainset import FORMAT_VERSION
 from gateway.lists.index import CompileReport, Hit, ListIndex, ListSource, compile_lists
 
 
@@ -185,7 +186,7 @@ def test_cache_invalidated_when_sources_change(lists, tmp_path: Path) -> None:
     assert report.from_cache is False
 
 
-@pytest.mark.parametrize("damage", ["flip", "truncate", "garbage", "empty"])
+@pytest.mark.parametrize("damage", ["flip", "truncate", "garbage", "empty", "old_version"])
 def test_corrupt_cache_is_rebuilt(lists, tmp_path: Path, damage: str) -> None:
     cache = tmp_path / "lists.sgwset"
     first, _ = compile_lists(lists, cache)
@@ -196,13 +197,16 @@ def test_corrupt_cache_is_rebuilt(lists, tmp_path: Path, damage: str) -> None:
         data = data[: len(data) // 2]
     elif damage == "garbage":
         data = bytearray(b"not a compiled list at all" * 10)
+    elif damage == "old_version":  # left by a previous release: format version 1
+        data[8:12] = (1).to_bytes(4, "little")
     else:
         data = bytearray()
     cache.write_bytes(bytes(data))
     index, report = compile_lists(lists, cache)
     assert report.from_cache is False
     assert answers(index) == answers(first)
-    # ...and the rebuilt cache is good again.
+    # ...and the rebuilt cache is good again, in the current format.
+    assert int.from_bytes(cache.read_bytes()[8:12], "little") == FORMAT_VERSION
     _, report = compile_lists(lists, cache)
     assert report.from_cache is True
 
