@@ -68,7 +68,7 @@ from bisect import bisect_left
 from collections import deque
 from collections.abc import Iterable, Sequence
 from itertools import compress, repeat
-from operator import and_, ge, itemgetter, lshift, or_, rshift, sub
+from operator import and_, ge, itemgetter, lshift, or_, rshift
 from pathlib import Path
 from typing import Any, NamedTuple
 from zlib import adler32, crc32
@@ -562,14 +562,17 @@ def _ancestor_crcs(encoded: Sequence[bytes], dots: list[int], min_labels: int) -
     """crc32 of every proper suffix of an entry that has at least `min_labels` labels (repeats kept)."""
     found: list[int] = []
     level: Iterable[bytes] = encoded
-    level_dots: Iterable[int] = dots
+    level_dots: Iterable[int] = dots  # each name's entry's dot count
+    need = min_labels
     while True:
-        # An entry with d dots has a parent of d labels: keep it if d >= min_labels.
-        keep = list(map(ge, level_dots, repeat(min_labels)))
+        # An entry with d dots has a parent of d labels, a grandparent of d - 1, ...: the names
+        # of this level whose parent is long enough are those whose entry has `need` dots or more.
+        keep = list(map(ge, level_dots, repeat(need)))
         if not any(keep):
             return found
         level = list(map(itemgetter(2), map(bytes.partition, compress(level, keep), repeat(b"."))))
-        level_dots = list(map(sub, compress(level_dots, keep), repeat(1)))
+        level_dots = list(compress(level_dots, keep))
+        need += 1
         found += map(crc32, level)
 
 
