@@ -712,6 +712,13 @@ def _by_latency(up: _Upstream) -> tuple[float, int]:
     return (math.inf if latency is None else latency, up.index)
 
 
+def _leave(flight: _Flight, waiter: asyncio.Future) -> None:
+    waiters = flight.waiters
+    waiters.remove(waiter)
+    if not waiters and not flight.done:
+        flight.cancel()  # nobody wants the answer any more
+
+
 class Upstreams:
     """The school's upstream resolvers: sends a query to the best one and returns a verified answer.
 
@@ -786,11 +793,13 @@ class Upstreams:
             if fresh:
                 flight.start()  # may end it at once (every upstream failed to send): the waiter holds that
             response = await waiter
-        finally:
-            waiters = flight.waiters
-            waiters.remove(waiter)
-            if not waiters and not flight.done:
-                flight.cancel()  # nobody wants the answer any more
+        except BaseException:
+            _leave(flight, waiter)
+            # The exception's traceback holds this frame; were the future (holding the exception) still
+            # in it, every failed query would leave a reference cycle for the collector to find.
+            del waiter, flight
+            raise
+        _leave(flight, waiter)
         # The upstream's question equals ours but for case; give the client back its own spelling (0x20).
         name_end = qend - 4
         return b"".join((packet[:2], response[2:12], packet[12:name_end], response[name_end:]))

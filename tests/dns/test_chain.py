@@ -184,3 +184,29 @@ def test_block_response_modes(tmp_path, mode):
     else:
         assert [x.to_text() for x in r.answer[0]] == ["10.0.0.80"]
     assert up.queries == []
+
+
+def test_failed_lookups_leave_no_reference_cycles(tmp_path):
+    """An exception kept alive by a future in its own traceback's frame makes a cycle per failed query;
+    under an upstream outage the collector would then pause serving to clear thousands of them."""
+    import gc
+
+    with FakeUpstream() as up:
+        comps, _ = make(tmp_path, [up.spec()])
+        up.mode = "refused"
+
+        async def scenario():
+            for i in range(20):
+                assert (await ask(comps, f"n{i}.example.net")).rcode() == dns.rcode.SERVFAIL
+            await comps.upstreams.close()
+
+        gc.collect()
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        try:
+            run(scenario())
+            gc.collect()
+            cyclic = [o for o in gc.garbage if type(o).__name__ in ("UpstreamError", "Request", "Future")]
+        finally:
+            gc.set_debug(0)
+            gc.garbage.clear()
+        assert cyclic == []
