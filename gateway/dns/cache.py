@@ -36,20 +36,11 @@ class CacheHit:
     until: float = 0.0
 
 
-class _Entry:
-    # A slots object, not a dict: 20k entries should cost a few MB, not tens.
-    __slots__ = ("expires", "hits", "meta", "packet", "prefetch_at", "stale_until", "stored", "ttls")
-
-    def __init__(self, packet: bytes, ttls: tuple[tuple[int, int], ...], stored: float,
-                 expires: float, prefetch_at: float, stale_until: float) -> None:
-        self.packet = packet
-        self.ttls = ttls  # (offset, cap): cap is the TTL to report at elapsed 0, counted down from there
-        self.stored = stored
-        self.expires = expires
-        self.prefetch_at = prefetch_at  # set to +inf once the prefetch flag has been raised
-        self.stale_until = stale_until
-        self.hits = 0
-        self.meta = None
+# An entry is one plain tuple of atoms (packet, TTL caps, times, hit count, the caller's meta): tuples of
+# untracked values are untracked by the garbage collector, so 20,000 entries add nothing to the pause
+# of a full collection (objects of a class would add tens of milliseconds on a Pi-class core). The
+# caller's meta should be such a tuple too. Fields, by index:
+_PACKET, _TTLS, _STORED, _EXPIRES, _PREFETCH_AT, _STALE_UNTIL, _HITS, _META = range(8)
 
 
 class Cache:
@@ -91,7 +82,7 @@ class Cache:
         self._prefetch_hits = prefetch_hits
         self._prefetch_ratio = prefetch_ratio
         self._clock = clock
-        self._entries: OrderedDict[Hashable, _Entry] = OrderedDict()
+        self._entries: OrderedDict[Hashable, tuple] = OrderedDict()
         self._hits = 0
         self._misses = 0
         self._stale_hits = 0
@@ -133,8 +124,7 @@ class Cache:
         now = self._clock()
         expires = now + lifetime
         prefetch_at = expires - lifetime * self._prefetch_ratio if self._prefetch_ratio > 0 else _INF
-        entry = _Entry(packet, tuple(ttls), now, expires, prefetch_at, expires + self._stale_for)
-        entry.meta = meta
+        entry = (packet, tuple(ttls), now, expires, prefetch_at, expires + self._stale_for, 0, meta)
         entries = self._entries
         entries[key] = entry
         entries.move_to_end(key)
@@ -150,31 +140,34 @@ class Cache:
             self._misses += 1
             return None
         now = self._clock()
-        if now < entry.expires:
+        packet, ttls, stored, expires, prefetch_at, _stale, hits, meta = entry
+        if now < expires:
             self._entries.move_to_end(key)
-            elapsed = int(now - entry.stored)
+            elapsed = int(now - stored)
             if elapsed < 0:  # a clock stepping back must not push TTLs above their caps
                 elapsed = 0
-            buf = bytearray(entry.packet)
+            buf = bytearray(packet)
             _U16.pack_into(buf, 0, id)
             pack = _U32.pack_into
-            for off, cap in entry.ttls:
+            for off, cap in ttls:
                 left = cap - elapsed
                 pack(buf, off, left if left > 0 else 0)
             self._hits += 1
-            entry.hits = hits = entry.hits + 1
-            until = entry.stored + elapsed + 1
-            if until > entry.expires:
-                until = entry.expires
-            if now >= entry.prefetch_at and hits >= self._prefetch_hits:
-                entry.prefetch_at = _INF
-                return CacheHit(bytes(buf), Freshness.FRESH, True, entry.meta, until)
-            return CacheHit(bytes(buf), Freshness.FRESH, False, entry.meta, until)
+            until = stored + elapsed + 1
+            if until > expires:
+                until = expires
+            prefetch = False
+            if prefetch_at != _INF:  # still counting hits towards a prefetch: the entry changes
+                hits += 1
+                if now >= prefetch_at and hits >= self._prefetch_hits:
+                    prefetch, prefetch_at = True, _INF
+                self._entries[key] = (packet, ttls, stored, expires, prefetch_at, _stale, hits, meta)
+            return CacheHit(bytes(buf), Freshness.FRESH, prefetch, meta, until)
         return self._get_expired(key, entry, id, now, allow_stale)
 
-    def _get_expired(self, key: Hashable, entry: _Entry, id: int, now: float,
+    def _get_expired(self, key: Hashable, entry: tuple, id: int, now: float,
                      allow_stale: bool) -> CacheHit | None:
-        if now >= entry.stale_until:
+        if now >= entry[_STALE_UNTIL]:
             del self._entries[key]
             self._expired += 1
             self._misses += 1
@@ -183,13 +176,13 @@ class Cache:
             self._misses += 1
             return None
         self._entries.move_to_end(key)
-        buf = bytearray(entry.packet)
+        buf = bytearray(entry[_PACKET])
         _U16.pack_into(buf, 0, id)
         stale_ttl = self._stale_answer_ttl
-        for off, _cap in entry.ttls:
+        for off, _cap in entry[_TTLS]:
             _U32.pack_into(buf, off, stale_ttl)
         self._stale_hits += 1
-        return CacheHit(bytes(buf), Freshness.STALE, False, entry.meta)
+        return CacheHit(bytes(buf), Freshness.STALE, False, entry[_META])
 
     def __len__(self) -> int:
         return len(self._entries)

@@ -408,3 +408,17 @@ def test_property_never_fresh_when_expired_never_above_original(min_ttl, max_ttl
                 if min_ttl == 0:
                     assert reported <= original
     assert len(cache) == len(model)
+
+
+def test_entries_are_plain_tuples_the_collector_lets_go_of():
+    """20,000 cached answers must not lengthen a full garbage collection: entries hold atoms only."""
+    import gc
+
+    cache = Cache(clock=lambda: 100.0)
+    packet = cname_answer()
+    cache.put(("www.example.com", 1), packet, ttl_offsets(packet), 300,
+              meta=(("cdn.example.net",), (("cdn.example.net", b"\xc6\x33\x64\x09"),)))
+    assert cache.get(("www.example.com", 1), 9).meta[0] == ("cdn.example.net",)
+    for _ in range(3):
+        gc.collect()
+    assert not any(gc.is_tracked(entry) for entry in cache._entries.values())

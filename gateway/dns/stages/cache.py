@@ -13,8 +13,8 @@ CACHEABLE_RCODES = (0, 3)  # NOERROR, NXDOMAIN
 
 class Kept:
     """What a cached answer's hits still need from its parse (the policy stage re-judges CNAME targets
-    and checks addresses for rebinding); the parsed records themselves are not kept, which makes a
-    cache entry several times smaller."""
+    and checks addresses for rebinding); the parsed records themselves are not kept. The cache stores
+    it as a plain tuple (`kept`), which the garbage collector does not track; a hit unpacks it."""
 
     __slots__ = ("addresses", "cname_targets")
 
@@ -23,13 +23,19 @@ class Kept:
         self.addresses = addresses
 
 
-_NOTHING = Kept((), ())
+_NOTHING = ((), ())
 
 
-def kept(info) -> Kept:
+def kept(info) -> tuple:
+    """The cache's form of an answer's facts: (CNAME targets, addresses), tuples of atoms only."""
     if not info.cname_targets and not info.addresses:
         return _NOTHING
-    return Kept(info.cname_targets, info.addresses)
+    return (info.cname_targets, info.addresses)
+
+
+def unkept(meta: tuple) -> Kept:
+    return Kept(meta[0], meta[1])
+
 
 class CacheStage(Stage):
     name = "cache"
@@ -42,7 +48,7 @@ class CacheStage(Stage):
         hit = self.cache.get(req.lookup_key, req.query.id)
         if hit is None:
             return None
-        req.meta = hit.meta
+        req.meta = unkept(hit.meta)
         req.until = hit.until
         if hit.prefetch and self.prefetch is not None:
             self.prefetch(req)

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from gateway.dns import answers
 from gateway.dns.cache import Cache
 from gateway.dns.stages import Request, Stage
-from gateway.dns.stages.cache import kept
+from gateway.dns.stages.cache import kept, unkept
 from gateway.dns.stages.policy import lookup_packet
 from gateway.dns.wire import WireError, scan_response, with_id
 from gateway.errors import UpstreamError
@@ -58,7 +58,7 @@ class UpstreamStage(Stage):
                 hit = self.cache.get(key, q.id, allow_stale=True)
                 if hit is not None:
                     self.stale_served += 1
-                    req.meta = hit.meta
+                    req.meta = unkept(hit.meta)
                     return hit.packet
             log.debug("upstream failed: %s", exc)
             return answers.error(q, SERVFAIL)
