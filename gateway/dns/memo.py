@@ -26,6 +26,26 @@ HORIZON = 60.0  # any other memoised answer is re-derived at least this often
 _TIMED = (Reason.SCHEDULE, Reason.ERROR)  # an error block is retried soon, as a schedule's block
 
 
+class _Asked:
+    """The question as listeners read it (`req.query.qname`, `.qtype`) on a replay."""
+
+    __slots__ = ("qname", "qtype")
+
+
+class Replay:
+    """What the observe listeners see for a replayed answer: the fields of a Request they read. One
+    instance per memo, refilled for every hit, so a replay allocates nothing and an entry keeps no
+    Request, Query or parsed answer alive (fewer objects for the garbage collector to walk)."""
+
+    __slots__ = ("client", "decision", "group", "port", "proto", "query")
+
+    def __init__(self):
+        self.query = _Asked()
+        self.proto = "udp"
+        self.client = self.decision = self.group = None
+        self.port = 0
+
+
 class AnswerMemo:
     def __init__(self, holder, access, listeners: list, clock: Callable[[], float] = time.monotonic,
                  max_entries: int = 8192):
@@ -37,7 +57,9 @@ class AnswerMemo:
         self.hits = 0
         self._snap = None
         self._size = 0
-        self._by_group: dict[int, dict[bytes, tuple]] = {}  # id(group) -> {query[2:]: (reply[2:], until, req)}
+        self._replay = Replay()
+        # id(group) -> {query[2:]: (reply[2:], until, decision, group, qname, qtype)}
+        self._by_group: dict[int, dict[bytes, tuple]] = {}
         self._by_client: dict[str, dict[bytes, tuple]] = {}  # address -> its group's table
 
     def clear(self) -> None:
@@ -67,14 +89,16 @@ class AnswerMemo:
         if not self.access.admit(client):
             return b""
         self.hits += 1
-        req = entry[2]
-        req.client, req.port = client, addr[1]
         reply = data[:2] + entry[0]
         if self.listeners:
+            req = self._replay
+            req.client, req.port, req.decision, req.group = client, addr[1], entry[2], entry[3]
+            asked = req.query
+            asked.qname, asked.qtype = entry[4], entry[5]
             seconds = self.clock() - started
             for listener in self.listeners:
                 listener(req, seconds)
-        req.client = None  # the address lives only while its query is served
+            req.client = None  # the address lives only while its query is served
         return reply
 
     def remember(self, data: bytes, req: Request, reply: bytes) -> None:
@@ -102,8 +126,8 @@ class AnswerMemo:
             if self._size >= self.max_entries:
                 self._evict()
             self._size += 1
-        req.client = None
-        table[key] = (reply[2:], until, req)
+        q = req.query
+        table[key] = (reply[2:], until, d, group, q.qname, q.qtype)
 
     def _evict(self) -> None:
         # The oldest entry of the largest table: insertion order is a good enough LRU for a memo that
