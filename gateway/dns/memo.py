@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from itertools import islice
 
 from gateway.core.model import Reason
 from gateway.dns.stages import Request
@@ -130,12 +131,15 @@ class AnswerMemo:
         table[key] = (reply[2:], until, d, group, q.qname, q.qtype)
 
     def _evict(self) -> None:
-        # The oldest entry of the largest table: insertion order is a good enough LRU for a memo that
-        # re-derives everything within a minute anyway.
+        # The older half of the largest table at once: deleting one oldest entry per insert would make
+        # every `next(iter(table))` step over all the entries deleted before it (dicts compact only
+        # when they grow), ~5 µs per query once the memo is full. Insertion order is a good enough
+        # LRU for a memo that re-derives everything within a minute anyway.
         table = max(self._by_group.values(), key=len)
-        if table:
-            del table[next(iter(table))]
-            self._size -= 1
+        old = list(islice(table, max(1, len(table) // 2)))
+        for key in old:
+            del table[key]
+        self._size -= len(old)
 
     def __len__(self) -> int:
         return self._size

@@ -251,7 +251,7 @@ def test_the_memo_is_bounded(tmp_path):
         async def scenario():
             for i in range(20):
                 await box.ask(f"x{i}.porn.example")
-            assert len(box.memo) == 5
+            assert 0 < len(box.memo) <= 5
             await box.comps.upstreams.close()
 
         run(scenario())
