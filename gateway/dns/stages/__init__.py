@@ -58,6 +58,8 @@ class Chain:
     def __init__(self, stages: Sequence[Stage]):
         self.stages = tuple(stages)
         self.names = tuple(s.name for s in self.stages)
+        # Only the stages that override `after` are called on the way back up (most do not).
+        self._afters = tuple(s.after if type(s).after is not Stage.after else None for s in self.stages)
 
     def run(self, req: Request) -> bytes | Coroutine[Any, Any, bytes]:
         try:
@@ -86,11 +88,13 @@ class Chain:
 
     def _unwind(self, req: Request, response: bytes, index: int) -> bytes:
         try:
-            stages = self.stages
+            afters = self._afters
             for i in range(index - 1, -1, -1):
                 if not response:
                     break
-                response = stages[i].after(req, response)
+                after = afters[i]
+                if after is not None:
+                    response = after(req, response)
             return response
         except Exception:
             req.until = 0.0
