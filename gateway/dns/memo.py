@@ -36,7 +36,8 @@ class _Asked:
 class Replay:
     """What the observe listeners see for a replayed answer: the fields of a Request they read. One
     instance per memo, refilled for every hit, so a replay allocates nothing and an entry keeps no
-    Request, Query or parsed answer alive (fewer objects for the garbage collector to walk)."""
+    Request, Query or parsed answer alive (fewer objects for the garbage collector to walk). A listener
+    must read what it needs during the call and keep no reference to it."""
 
     __slots__ = ("client", "decision", "group", "port", "proto", "query")
 
