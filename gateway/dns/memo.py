@@ -19,12 +19,18 @@ import time
 from collections.abc import Callable
 from itertools import islice
 
-from gateway.core.model import Reason
+from gateway.core.model import Action, BlockResponse, Reason
 from gateway.dns.stages import Request
 
 TIMED_SECONDS = 1.0  # a decision that looked at the clock (a schedule) is re-judged at least this often
 HORIZON = 60.0  # any other memoised answer is re-derived at least this often
 _TIMED = (Reason.SCHEDULE, Reason.ERROR)  # an error block is retried soon, as a schedule's block
+# Enum members by position: an entry stores the position (an int), never the member (an object the
+# collector tracks), so the whole entry is a tuple of atoms.
+_ACTIONS, _REASONS, _RESPONSES = tuple(Action), tuple(Reason), tuple(BlockResponse)
+_ACTION_AT = {m: i for i, m in enumerate(_ACTIONS)}
+_REASON_AT = {m: i for i, m in enumerate(_REASONS)}
+_RESPONSE_AT = {m: i for i, m in enumerate(_RESPONSES)}
 
 
 class _Asked:
@@ -33,19 +39,52 @@ class _Asked:
     __slots__ = ("qname", "qtype")
 
 
-class Replay:
-    """What the observe listeners see for a replayed answer: the fields of a Request they read. One
-    instance per memo, refilled for every hit, so a replay allocates nothing and an entry keeps no
-    Request, Query or parsed answer alive (fewer objects for the garbage collector to walk). A listener
-    must read what it needs during the call and keep no reference to it."""
+class _Decided:
+    """A Decision's fields as listeners read them, refilled from an entry's atoms on every hit."""
 
-    __slots__ = ("client", "decision", "group", "port", "proto", "query")
+    __slots__ = ("action", "band", "category", "engine", "garden", "group", "matched", "reason", "response",
+                 "rewrite_to", "rule", "source")
+
+    @property
+    def blocked(self) -> bool:
+        return self.action is Action.BLOCK
+
+
+def _atoms(d) -> tuple | None:
+    """A Decision as a tuple of atoms (strings, ints, None, bools): not tracked by the collector."""
+    if d is None:
+        return None
+    return (_ACTION_AT[d.action], _REASON_AT[d.reason], d.group, d.band, d.category, d.rule, d.source, d.matched,
+            d.rewrite_to, d.engine, _RESPONSE_AT[d.response], d.garden)
+
+
+class Replay:
+    """What the observe listeners see for a replayed answer: the fields of a Request they read, and
+    the Decision's. One instance per memo, refilled for every hit, so a replay allocates nothing and
+    an entry is a tuple of atoms that keeps nothing alive: the garbage collector stops tracking it,
+    so memo churn never fills the oldest generation (which made full collections, 10-80 ms each,
+    run every few seconds). A listener must read what it needs during the call and keep nothing."""
+
+    __slots__ = ("_decided", "client", "decision", "group", "port", "proto", "query")
 
     def __init__(self):
         self.query = _Asked()
+        self._decided = _Decided()
         self.proto = "udp"
         self.client = self.decision = self.group = None
         self.port = 0
+
+    def fill(self, client: str, port: int, group, atoms: tuple | None, qname: str, qtype: int) -> None:
+        self.client, self.port, self.group = client, port, group
+        asked = self.query
+        asked.qname, asked.qtype = qname, qtype
+        if atoms is None:
+            self.decision = None
+            return
+        d = self.decision = self._decided
+        (action, reason, d.group, d.band, d.category, d.rule, d.source, d.matched, d.rewrite_to, d.engine,
+         response, d.garden) = atoms
+        d.action, d.reason, d.response = _ACTIONS[action], _REASONS[reason], _RESPONSES[response]
 
 
 class AnswerMemo:
@@ -60,9 +99,9 @@ class AnswerMemo:
         self._snap = None
         self._size = 0
         self._replay = Replay()
-        # id(group) -> {query[2:]: (reply[2:], until, decision, group, qname, qtype)}
+        # id(group) -> {query[2:]: (reply[2:], until, decision atoms, qname, qtype)}: atoms only
         self._by_group: dict[int, dict[bytes, tuple]] = {}
-        self._by_client: dict[str, dict[bytes, tuple]] = {}  # address -> its group's table
+        self._by_client: dict[str, tuple] = {}  # address -> (its group's table, the group)
 
     def clear(self) -> None:
         self._by_group = {}
@@ -76,9 +115,10 @@ class AnswerMemo:
             self.clear()
             return None
         client = addr[0]
-        table = self._by_client.get(client)
-        if table is None:
+        mine = self._by_client.get(client)
+        if mine is None:
             return None
+        table = mine[0]
         key = data[2:]
         entry = table.get(key)
         if entry is None:
@@ -94,9 +134,7 @@ class AnswerMemo:
         reply = data[:2] + entry[0]
         if self.listeners:
             req = self._replay
-            req.client, req.port, req.decision, req.group = client, addr[1], entry[2], entry[3]
-            asked = req.query
-            asked.qname, asked.qtype = entry[4], entry[5]
+            req.fill(client, addr[1], mine[1], entry[2], entry[3], entry[4])
             seconds = self.clock() - started
             for listener in self.listeners:
                 listener(req, seconds)
@@ -119,17 +157,18 @@ class AnswerMemo:
         if table is None:
             table = self._by_group[id(group)] = {}
         clients = self._by_client
-        if clients.get(req.client) is not table:
+        mine = clients.get(req.client)
+        if mine is None or mine[0] is not table:
             if len(clients) >= 65536:
                 clients.clear()
-            clients[req.client] = table
+            clients[req.client] = (table, group)
         key = data[2:]
         if key not in table:
             if self._size >= self.max_entries:
                 self._evict()
             self._size += 1
         q = req.query
-        table[key] = (reply[2:], until, d, group, q.qname, q.qtype)
+        table[key] = (reply[2:], until, _atoms(d), q.qname, q.qtype)
 
     def _evict(self) -> None:
         # The older half of the largest table at once: deleting one oldest entry per insert would make

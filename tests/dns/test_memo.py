@@ -270,3 +270,50 @@ def test_the_relay_watch_still_notices_a_single_source():
         if i % 100 == 0:
             clock.now += 1
     assert not watch.single_source
+
+
+def test_a_replay_shows_listeners_the_decision_the_chain_made(tmp_path):
+    fields = ("action", "reason", "group", "band", "category", "rule", "source", "matched", "rewrite_to", "engine",
+              "response", "garden")
+    with FakeUpstream(RECORDS) as up:
+        box = Box(tmp_path, up)
+        seen = []
+        box.comps.observe.listeners.append(
+            lambda req, s: seen.append((req.group.id, req.query.qname, req.query.qtype,
+                                        tuple(getattr(req.decision, f) for f in fields))))
+
+        async def scenario():
+            for _ in range(2):
+                await box.ask("x.casino.example", client="127.0.0.2")  # a block (null answer for primary)
+                await box.ask("www.google.com", "AAAA")  # safe search rewrite, once cached
+            await box.ask("www.google.com", "AAAA")
+            await box.comps.upstreams.close()
+
+        up.records[("forcesafesearch.google.com", "AAAA")] = ["2001:db8::1"]
+        up.records[("restrictmoderate.youtube.com", "A")] = ["192.0.2.1"]
+        run(scenario())
+    assert box.memo.hits >= 2
+    blocks = [s for s in seen if s[1] == "x.casino.example"]
+    rewrites = [s for s in seen if s[1] == "www.google.com"]
+    assert len(blocks) == 2 and blocks[0] == blocks[1] and blocks[0][3][0].value == "block"
+    assert len(rewrites) == 3 and rewrites[1] == rewrites[2] and rewrites[1][3][0].value == "rewrite"
+
+
+def test_entries_are_atoms_the_collector_lets_go_of(tmp_path):
+    """Memo churn must not fill the oldest generation: an entry keeps no object alive."""
+    import gc
+
+    with FakeUpstream(RECORDS) as up:
+        box = Box(tmp_path, up)
+
+        async def scenario():
+            for i in range(10):
+                await box.ask(f"n{i}.porn.example")
+            await box.comps.upstreams.close()
+
+        run(scenario())
+    for _ in range(3):
+        gc.collect()
+    entries = [e for table in box.memo._by_group.values() for e in table.values()]
+    assert len(entries) == 10
+    assert not any(gc.is_tracked(e) for e in entries)
