@@ -101,17 +101,11 @@ def publish_map(counts: dict[str, int], min_size: int) -> dict[str, str | None]:
 
 def add_to_histogram(child, counts: list) -> None:
     """Add bucket counts (RESPONSE_BUCKETS order, +Inf last, then the sum) to one histogram child at once.
-    prometheus-client has no bulk observe; its children keep one value per bucket, which this adds to."""
+    prometheus-client has no bulk observe; its histogram children (every 0.x release this project
+    allows) keep one value per bucket and one for the sum, which this adds to. A test compares the
+    result with observing each sample."""
     buckets, total = counts[:-1], counts[-1]
-    values = getattr(child, "_buckets", None)
-    if values is None or len(values) != len(buckets) or not hasattr(child, "_sum"):
-        # another prometheus-client layout: observe each one at its bucket's upper bound (same buckets)
-        bounds = (*RESPONSE_BUCKETS, float("inf"))
-        for bound, n in zip(bounds, buckets, strict=True):
-            for _ in range(n):
-                child.observe(bound if bound != float("inf") else RESPONSE_BUCKETS[-1] * 2)
-        return
-    for value, n in zip(values, buckets, strict=True):
+    for value, n in zip(child._buckets, buckets, strict=True):
         if n:
             value.inc(n)
     child._sum.inc(total)
@@ -196,19 +190,9 @@ class Metrics:
         self._rate_seen = 0
 
     # -- hot path --------------------------------------------------------------------------------
-    def count_query(self, band: str, action: str, protocol: str, client: str | None, seconds: float) -> None:
-        self.queries[(band, action, protocol)] += 1
-        if client is not None and band in BANDS:
-            self.clients.see(band, client)
-        counts = self.latencies.get(protocol)
-        if counts is None:
-            counts = self.latencies[protocol] = [0] * (len(RESPONSE_BUCKETS) + 1) + [0.0]
-        counts[bisect_left(RESPONSE_BUCKETS, seconds)] += 1
-        counts[-1] += seconds
-
     def observe(self, req, seconds: float) -> None:
         """One answered DNS query (the observe stage's listener): counts only, nothing identifying kept.
-        count_query's work, inlined: this runs for every query, memo hits included."""
+        Runs for every query, memo hits included."""
         d = req.decision
         group = req.group
         band = d.band if d is not None else (group.band.id if group is not None else "none")

@@ -39,8 +39,8 @@ class CacheHit:
 # An entry is one plain tuple of atoms (packet, TTL caps, times, hit count, the caller's meta): tuples of
 # untracked values are untracked by the garbage collector, so 20,000 entries add nothing to the pause
 # of a full collection (objects of a class would add tens of milliseconds on a Pi-class core). The
-# caller's meta should be such a tuple too. Fields, by index:
-_PACKET, _TTLS, _STORED, _EXPIRES, _PREFETCH_AT, _STALE_UNTIL, _HITS, _META = range(8)
+# caller's meta should be such a tuple too. Fields: (packet, ttls, stored, expires, prefetch_at,
+# stale_until, hits, meta).
 
 
 class Cache:
@@ -167,7 +167,8 @@ class Cache:
 
     def _get_expired(self, key: Hashable, entry: tuple, id: int, now: float,
                      allow_stale: bool) -> CacheHit | None:
-        if now >= entry[_STALE_UNTIL]:
+        packet, ttls, _stored, _expires, _prefetch_at, stale_until, _hits, meta = entry
+        if now >= stale_until:
             del self._entries[key]
             self._expired += 1
             self._misses += 1
@@ -176,13 +177,13 @@ class Cache:
             self._misses += 1
             return None
         self._entries.move_to_end(key)
-        buf = bytearray(entry[_PACKET])
+        buf = bytearray(packet)
         _U16.pack_into(buf, 0, id)
         stale_ttl = self._stale_answer_ttl
-        for off, _cap in entry[_TTLS]:
+        for off, _cap in ttls:
             _U32.pack_into(buf, off, stale_ttl)
         self._stale_hits += 1
-        return CacheHit(bytes(buf), Freshness.STALE, False, entry[_META])
+        return CacheHit(bytes(buf), Freshness.STALE, False, meta)
 
     def __len__(self) -> int:
         return len(self._entries)
