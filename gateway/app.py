@@ -165,6 +165,38 @@ def freeze_imports() -> None:
     gc.freeze()
 
 
+async def run_low_priority(argv: list[str], timeout: float) -> int | None:
+    """Run `argv` at the lowest CPU priority without stalling the serving loop; its exit status, or None
+    if it was killed at `timeout`.
+
+    The child is spawned with posix_spawn (vfork-like: no copy of this process's page tables, which a
+    fork of a worker holding a 1M-name cache takes milliseconds to make) and reniced to 19 before its
+    interpreter has done any work, so on a core it shares with a worker (a busy Pi, a pinned benchmark)
+    the worker keeps nearly all of it. Nice 19, not SCHED_IDLE, which a saturated box would starve.
+    """
+    devnull = [(os.POSIX_SPAWN_OPEN, fd, os.devnull, os.O_RDWR, 0) for fd in (0, 1, 2)]
+    pid = os.posix_spawn(argv[0], argv, os.environ, file_actions=devnull)
+    try:
+        os.setpriority(os.PRIO_PROCESS, pid, 19)
+    except OSError:  # already gone
+        pass
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+    pidfd = os.pidfd_open(pid)
+    loop.add_reader(pidfd, lambda: done.done() or done.set_result(None))
+    try:
+        await asyncio.wait_for(done, timeout)
+    except BaseException as exc:  # the timeout, or the gateway stopping during a reload
+        os.kill(pid, signal.SIGKILL)  # not reaped yet, so the pid is still this child's
+        if not isinstance(exc, TimeoutError):
+            raise
+    finally:
+        loop.remove_reader(pidfd)
+        os.close(pidfd)
+        status = os.waitpid(pid, 0)[1]
+    return None if os.WIFSIGNALED(status) else os.waitstatus_to_exitcode(status)
+
+
 def upstreams_specs_plain(settings: Settings) -> list[UpstreamSpec]:
     """Plain-DNS upstreams for time-server names while the clock is wrong: the configured UDP/TCP ones,
     else resolv.conf's."""
@@ -247,22 +279,12 @@ class Gateway:
         paths = policy_paths(self.settings, self.department)
         if paths.cache_dir is None:
             return
-        # The child runs at the lowest priority (nice 19, not SCHED_IDLE, which a saturated box would
-        # starve): where it shares a core with a worker (a busy Pi, a pinned benchmark) the worker keeps
-        # nearly all of the core and the reload still finishes.
-        code = ("import os, sys; from pathlib import Path\n"
-                "os.nice(19)\n"
+        code = ("import sys; from pathlib import Path\n"
                 "from gateway.policy.compile import PolicyPaths, load_policy\n"
                 "try:\n load_policy(PolicyPaths(Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])))\n"
                 "except Exception:\n sys.exit(1)\n")
-        proc = await asyncio.create_subprocess_exec(sys.executable, "-c", code, str(paths.department),
-                                                    str(paths.school), str(paths.cache_dir),
-                                                    stdout=asyncio.subprocess.DEVNULL,
-                                                    stderr=asyncio.subprocess.DEVNULL)
-        try:
-            await asyncio.wait_for(proc.wait(), 300)
-        except TimeoutError:
-            proc.kill()
+        await run_low_priority([sys.executable, "-c", code, str(paths.department), str(paths.school),
+                                str(paths.cache_dir)], timeout=300)
         # Whatever happened, the in-process load below gives the verdict (and the errors to log).
 
     def _file_state(self, snapshot: Snapshot) -> dict:
