@@ -50,10 +50,11 @@ class _Decided:
         return self.action is Action.BLOCK
 
 
-def _atoms(d) -> tuple | None:
-    """A Decision as a tuple of atoms (strings, ints, None, bools): not tracked by the collector."""
+def _atoms(d) -> tuple:
+    """A Decision as atoms (strings, ints, None, bools), to be spliced into an entry: a nested tuple
+    would keep the entry tracked by the collector (see gateway/dns/cache.py)."""
     if d is None:
-        return None
+        return ()
     return (_ACTION_AT[d.action], _REASON_AT[d.reason], d.group, d.band, d.category, d.rule, d.source, d.matched,
             d.rewrite_to, d.engine, _RESPONSE_AT[d.response], d.garden)
 
@@ -74,16 +75,17 @@ class Replay:
         self.client = self.decision = self.group = None
         self.port = 0
 
-    def fill(self, client: str, port: int, group, atoms: tuple | None, qname: str, qtype: int) -> None:
+    def fill(self, client: str, port: int, group, entry: tuple) -> None:
+        """From a memo entry: (reply tail, until, qname, qtype, *the decision's atoms)."""
         self.client, self.port, self.group = client, port, group
         asked = self.query
-        asked.qname, asked.qtype = qname, qtype
-        if atoms is None:
+        asked.qname, asked.qtype = entry[2], entry[3]
+        if len(entry) == 4:
             self.decision = None
             return
         d = self.decision = self._decided
-        (action, reason, d.group, d.band, d.category, d.rule, d.source, d.matched, d.rewrite_to, d.engine,
-         response, d.garden) = atoms
+        (_, _, _, _, action, reason, d.group, d.band, d.category, d.rule, d.source, d.matched, d.rewrite_to,
+         d.engine, response, d.garden) = entry
         d.action, d.reason, d.response = _ACTIONS[action], _REASONS[reason], _RESPONSES[response]
 
 
@@ -99,7 +101,7 @@ class AnswerMemo:
         self._snap = None
         self._size = 0
         self._replay = Replay()
-        # id(group) -> {query[2:]: (reply[2:], until, decision atoms, qname, qtype)}: atoms only
+        # id(group) -> {query[2:]: (reply[2:], until, qname, qtype, *decision atoms)}: atoms only
         self._by_group: dict[int, dict[bytes, tuple]] = {}
         self._by_client: dict[str, tuple] = {}  # address -> (its group's table, the group)
 
@@ -134,7 +136,7 @@ class AnswerMemo:
         reply = data[:2] + entry[0]
         if self.listeners:
             req = self._replay
-            req.fill(client, addr[1], mine[1], entry[2], entry[3], entry[4])
+            req.fill(client, addr[1], mine[1], entry)
             seconds = self.clock() - started
             for listener in self.listeners:
                 listener(req, seconds)
@@ -168,7 +170,7 @@ class AnswerMemo:
                 self._evict()
             self._size += 1
         q = req.query
-        table[key] = (reply[2:], until, _atoms(d), q.qname, q.qtype)
+        table[key] = (reply[2:], until, q.qname, q.qtype, *_atoms(d))
 
     def _evict(self) -> None:
         # The older half of the largest table at once: deleting one oldest entry per insert would make

@@ -14,27 +14,42 @@ CACHEABLE_RCODES = (0, 3)  # NOERROR, NXDOMAIN
 class Kept:
     """What a cached answer's hits still need from its parse (the policy stage re-judges CNAME targets
     and checks addresses for rebinding); the parsed records themselves are not kept. The cache stores
-    it as a plain tuple (`kept`), which the garbage collector does not track; a hit unpacks it."""
+    it as one bytes atom (`kept`), which the garbage collector never tracks; a hit decodes it."""
 
     __slots__ = ("addresses", "cname_targets")
 
     def __init__(self, cname_targets: tuple[str, ...], addresses: tuple[tuple[str, bytes], ...]):
         self.cname_targets = cname_targets
-        self.addresses = addresses
+        self.addresses = addresses  # (owner, address) pairs; a cached answer's owners are not kept: ""
 
 
-_NOTHING = ((), ())
+_NOTHING = b"\x00"
+_EMPTY = Kept((), ())
 
 
-def kept(info) -> tuple:
-    """The cache's form of an answer's facts: (CNAME targets, addresses), tuples of atoms only."""
+def kept(info) -> bytes:
+    """The cache's form of an answer's facts, one bytes atom: the CNAME targets joined by newlines
+    (names are escaped presentation text, so neither a newline nor a NUL occurs in one), a NUL, then
+    each address as its length in one byte and its bytes. A container here would keep the whole entry
+    tracked by the collector (see gateway/dns/cache.py)."""
     if not info.cname_targets and not info.addresses:
         return _NOTHING
-    return (info.cname_targets, info.addresses)
+    head = "\n".join(info.cname_targets).encode("utf-8")
+    return head + b"\x00" + b"".join(bytes((len(address),)) + address for _, address in info.addresses)
 
 
-def unkept(meta: tuple) -> Kept:
-    return Kept(meta[0], meta[1])
+def unkept(meta: bytes) -> Kept:
+    if meta == _NOTHING:
+        return _EMPTY
+    cut = meta.index(0)
+    cnames = tuple(meta[:cut].decode("utf-8").split("\n")) if cut else ()
+    addresses = []
+    i, n = cut + 1, len(meta)
+    while i < n:
+        size = meta[i]
+        addresses.append(("", meta[i + 1 : i + 1 + size]))
+        i += 1 + size
+    return Kept(cnames, tuple(addresses))
 
 
 class CacheStage(Stage):
