@@ -20,11 +20,19 @@ def run(coro):
     return asyncio.run(coro)
 
 
-def test_exit_status_and_priority_seen_by_the_child(tmp_path):
-    out = tmp_path / "nice"
-    code = f"import os, sys; open({str(out)!r}, 'w').write(str(os.getpriority(os.PRIO_PROCESS, 0))); sys.exit(3)"
+def test_exit_status_and_idle_policy_seen_by_the_child(tmp_path):
+    out = tmp_path / "policy"
+    code = f"import os, sys; open({str(out)!r}, 'w').write(str(os.sched_getscheduler(0))); sys.exit(3)"
     assert run(run_low_priority([sys.executable, "-c", code], timeout=30)) == 3
-    assert out.read_text() == "19"
+    assert int(out.read_text()) == os.SCHED_IDLE
+
+
+def test_a_starved_child_is_moved_to_the_normal_policy_at_nice_19(tmp_path):
+    out = tmp_path / "policy"
+    code = ("import os, time; time.sleep(1.0); "
+            f"open({str(out)!r}, 'w').write(f'{{os.sched_getscheduler(0)}} {{os.getpriority(os.PRIO_PROCESS, 0)}}')")
+    assert run(run_low_priority([sys.executable, "-c", code], timeout=30, escalate_after=0.2)) == 0
+    assert out.read_text() == f"{os.SCHED_OTHER} 19"
 
 
 def test_the_loop_keeps_running_while_the_child_works():
@@ -61,6 +69,7 @@ def test_cancelled_wait_kills_and_reaps_the_child(tmp_path):
     async def main():
         task = asyncio.get_running_loop().create_task(run_low_priority([sys.executable, "-c", code], timeout=60))
         while not pidfile.exists() or not pidfile.read_text():
+            assert not task.done(), task  # failed to start: would wait for ever
             await asyncio.sleep(0.01)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
