@@ -1137,22 +1137,25 @@ def print_report(results: dict, info: list[str]) -> None:
         say(f"{title:{WIDTH}}" + "".join(f"{c:>14}" for c in cells))
 
     f = results.get("floor", {})
-    if _num(f, "mix_cpu_us"):
+    if f:
+
+        def ratio(a, b) -> str:
+            return f"{a / b:.2f}×" if _both(a, b) and b else "—"
+
         say(
-            f"{'CPython floor (no work) / unbound':{WIDTH}}"
-            + "".join(
-                f"{(f'{a / b:.2f}×' if _both(a, b) and b else '—'):>14}"
-                for a, b in (
-                    (_num(f, "mix_cpu_us"), _num(u, "mix_cpu_us")),
-                    (_num(f, "lat_p99"), _num(u, "lat_p99")),
-                    (_num(f, "rss"), _num(m, "rss")),
-                )
-            )
-            + "   (CPU/query, p99, RSS / dnsmasq's)"
+            "CPython floor (bench/floor_server.py, no work): "
+            f"CPU/query {ratio(_num(f, 'mix_cpu_us'), _num(u, 'mix_cpu_us'))} unbound's, "
+            f"miss q/s {ratio(_num(f, 'miss_qps'), _num(u, 'miss_qps'))} unbound's, "
+            f"p99 {ratio(_num(f, 'lat_p99'), _num(u, 'lat_p99'))} unbound's, "
+            f"RSS {ratio(_num(f, 'rss'), _num(m, 'rss'))} dnsmasq's"
         )
-        a, b = _num(g, "mix_cpu_us"), _num(f, "mix_cpu_us")
-        if _both(a, b):
-            say(f"{'gateway work above the floor (µs/query)':{WIDTH}}{a - b:>14.1f}")
+        above = []
+        for title, key in (("hit/block", "mix_cpu_us"), ("miss", "miss_cpu_us")):
+            a, b = _num(g, key), _num(f, key)
+            if _both(a, b):
+                above.append(f"{title} {a - b:.1f} µs/query")
+        if above:
+            say("gateway's own work above that floor: " + ", ".join(above))
     say()
     checks = []
 
@@ -1453,26 +1456,37 @@ def run_gateway(env: Env, results: dict, started: list[Server]) -> float | None:
 
 def run_floor(env: Env, results: dict, started: list[Server]) -> None:
     """bench/floor_server.py: what the interpreter, uvloop and the kernel cost per query with no work at
-    all, under the same mix and the same latency run. It answers everything NXDOMAIN, so no answer
-    check, no miss path and no reload."""
+    all. Answer mode (everything NXDOMAIN) for the mix and the latency run; forward mode (every query to
+    the shared upstream and back) for the miss path. No answer check and no reload."""
     r = results["floor"]
-    port = free_port()
-    server = Server("floor", [str(PYTHON), str(REPO / "bench" / "floor_server.py"), str(port)], env.tmp / "floor.log")
-    try:
-        say(f"[CPython floor] {HOST}:{port}, bench/floor_server.py (bare uvloop, header flip, no work)")
-        _start(server, started)
-        r["load_s"] = server.wait_ready_query(port, "ready.check.example", 60)
-        r["rss_loaded"] = memory_mb(process_tree(server.pid))[0]
-        dnsperf(port, env.mix_file, 1)  # settle
-        wait_quiet("floor")
-        _keep(r, "mix", [_dnsperf_run(server, port, "mix", env.mix_file, env.seconds, False)])
-        _keep(r, "latency", [_latency_run(port, env)])
-        r["rss"], r["pss"] = memory_mb(process_tree(server.pid))
-        say(f"  memory: RSS {r['rss']:.0f} MB")
-    except (RuntimeError, subprocess.SubprocessError, OSError) as exc:
-        say(f"  floor server failed: {exc}\n{server.log_tail()}")
-    finally:
-        _finish(server, started)
+    script = str(REPO / "bench" / "floor_server.py")
+    for mode in ("answer", "forward"):
+        port = free_port()
+        argv = [str(PYTHON), script, str(port)] + ([str(env.up_port)] if mode == "forward" else [])
+        server = Server(f"floor-{mode}", argv, env.tmp / f"floor-{mode}.log")
+        try:
+            say(f"[CPython floor, {mode} mode] {HOST}:{port}, bench/floor_server.py")
+            _start(server, started)
+            if mode == "answer":
+                r["load_s"] = server.wait_ready_query(port, "ready.check.example", 60)
+                r["rss_loaded"] = memory_mb(process_tree(server.pid))[0]
+                dnsperf(port, env.mix_file, 1)  # settle
+                wait_quiet("floor")
+                _keep(r, "mix", [_dnsperf_run(server, port, "mix", env.mix_file, env.seconds, False)])
+                _keep(r, "latency", [_latency_run(port, env)])
+                r["rss"], r["pss"] = memory_mb(process_tree(server.pid))
+                say(f"  memory: RSS {r['rss']:.0f} MB")
+            else:
+                deadline = time.monotonic() + 60
+                while ask(port, "ready.check.example", A, timeout=0.05) is None:
+                    if time.monotonic() > deadline or not server.alive():
+                        raise RuntimeError("forward mode not answering")
+                wait_quiet("floor")
+                _keep(r, "miss", [_dnsperf_run(server, port, "miss", env.miss_files[0], env.seconds, True)])
+        except (RuntimeError, subprocess.SubprocessError, OSError) as exc:
+            say(f"  floor server failed: {exc}\n{server.log_tail()}")
+        finally:
+            _finish(server, started)
 
 
 def run_dnsmasq(env: Env, results: dict, started: list[Server], rate: float) -> None:
