@@ -104,10 +104,12 @@ class AnswerMemo:
         # id(group) -> {query[2:]: (reply[2:], until, qname, qtype, *decision atoms)}: atoms only
         self._by_group: dict[int, dict[bytes, tuple]] = {}
         self._by_client: dict[str, tuple] = {}  # address -> (its group's table, the group)
+        self._hit: set[bytes] = set()  # keys replayed since the last eviction: they get a second chance
 
     def clear(self) -> None:
         self._by_group = {}
         self._by_client = {}
+        self._hit = set()
         self._size = 0
 
     def answer(self, data: bytes, addr) -> bytes | None:
@@ -133,6 +135,7 @@ class AnswerMemo:
         if not self.access.admit(client):
             return b""
         self.hits += 1
+        self._hit.add(key)
         reply = data[:2] + entry[0]
         if self.listeners:
             req = self._replay
@@ -168,6 +171,8 @@ class AnswerMemo:
         if key not in table:
             if self._size >= self.max_entries:
                 self._evict()
+            elif len(self._hit) > self.max_entries:  # keys of expired entries pile up when it never fills
+                self._hit.clear()
             self._size += 1
         q = req.query
         table[key] = (reply[2:], until, q.qname, q.qtype, *_atoms(d))
@@ -175,13 +180,26 @@ class AnswerMemo:
     def _evict(self) -> None:
         # The older half of the largest table at once: deleting one oldest entry per insert would make
         # every `next(iter(table))` step over all the entries deleted before it (dicts compact only
-        # when they grow), ~5 µs per query once the memo is full. Insertion order is a good enough
-        # LRU for a memo that re-derives everything within a minute anyway.
+        # when they grow), ~5 µs per query once the memo is full. An entry replayed since the last
+        # eviction gets a second chance (moved to the newest end), so a flood of names asked once
+        # (random CDN or tracker subdomains, a scan of a block list) cannot push out the names
+        # every device keeps asking for. At least a quarter of that half always goes, so an
+        # eviction always makes room.
         table = max(self._by_group.values(), key=len)
         old = list(islice(table, max(1, len(table) // 2)))
+        hit = self._hit
+        keep = [key for key in old if key in hit]
+        must_go = max(1, len(old) // 4)
+        if len(old) - len(keep) < must_go:
+            keep = set(keep[must_go - (len(old) - len(keep)):])  # the oldest of them go as well
+        else:
+            keep = set(keep)
         for key in old:
-            del table[key]
-        self._size -= len(old)
+            entry = table.pop(key)
+            if key in keep:
+                table[key] = entry  # to the newest end
+        hit.clear()
+        self._size -= len(old) - len(keep)
 
     def __len__(self) -> int:
         return self._size

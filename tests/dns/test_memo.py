@@ -257,6 +257,44 @@ def test_the_memo_is_bounded(tmp_path):
         run(scenario())
 
 
+def test_names_asked_again_survive_a_flood_of_names_asked_once(tmp_path):
+    """Eviction gives replayed entries a second chance: one-off names (a scan of a block list, random
+    tracker subdomains) must not push out what devices keep asking for."""
+    with FakeUpstream(RECORDS) as up:
+        box = Box(tmp_path, up)
+        box.memo.max_entries = 40
+        popular = [f"p{i}.porn.example" for i in range(8)]
+
+        async def scenario():
+            for name in popular:
+                await box.ask(name)
+            before = box.memo.hits
+            for i in range(200):
+                await box.ask(f"once{i}.porn.example")  # never asked again: memoised, never replayed
+                await box.ask(popular[i % len(popular)])
+            assert box.memo.hits - before == 200  # every popular query was a replay, none re-judged
+            assert len(box.memo) <= 40
+            await box.comps.upstreams.close()
+
+        run(scenario())
+
+
+def test_an_eviction_always_makes_room_even_when_everything_was_replayed(tmp_path):
+    with FakeUpstream(RECORDS) as up:
+        box = Box(tmp_path, up)
+        box.memo.max_entries = 8
+
+        async def scenario():
+            for i in range(40):
+                name = f"n{i}.porn.example"
+                await box.ask(name)
+                await box.ask(name)  # every entry replayed before the next insert
+                assert len(box.memo) <= 8
+            await box.comps.upstreams.close()
+
+        run(scenario())
+
+
 def test_the_relay_watch_still_notices_a_single_source():
     clock = Clock()
     watch = RelayWatch(window=10, min_queries=500, clock=clock)
