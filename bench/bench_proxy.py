@@ -38,66 +38,10 @@ DEADLINE = 9.5 * 60  # seconds: the run stops measuring and cleans up past this
 TICK = os.sysconf("SC_CLK_TCK")
 STARTED = time.monotonic()
 
-_SYLLABLES = (
-    "ba",
-    "bo",
-    "ca",
-    "co",
-    "da",
-    "do",
-    "ga",
-    "go",
-    "ha",
-    "ho",
-    "ka",
-    "ko",
-    "la",
-    "lo",
-    "ma",
-    "mo",
-    "na",
-    "no",
-    "pa",
-    "po",
-    "ra",
-    "ro",
-    "sa",
-    "so",
-    "ta",
-    "to",
-    "va",
-    "vo",
-    "xa",
-    "bet",
-    "win",
-    "vip",
-    "top",
-    "max",
-    "pro",
-    "hot",
-    "fun",
-    "star",
-    "club",
-    "king",
-    "lucky",
-    "spin",
-    "slot",
-    "bong",
-    "cuoc",
-    "keo",
-    "nha",
-    "cai",
-    "game",
-    "play",
-    "gold",
-    "xo",
-    "so",
-    "tai",
-    "xiu",
-    "ngoc",
-    "long",
-    "phat",
-)
+_SYLLABLES = ("ba", "bo", "ca", "co", "da", "do", "ga", "go", "ha", "ho", "ka", "ko", "la", "lo", "ma", "mo",
+              "na", "no", "pa", "po", "ra", "ro", "sa", "so", "ta", "to", "va", "vo", "xa", "bet", "win", "vip",
+              "top", "max", "pro", "hot", "fun", "star", "club", "king", "lucky", "spin", "slot", "bong", "cuoc",
+              "keo", "nha", "cai", "game", "play", "gold", "xo", "so", "tai", "xiu", "ngoc", "long", "phat")
 _TLDS = ("com", "com", "com", "net", "org", "vn", "com.vn", "info", "xyz", "top", "io", "club")
 
 PROCS: list[subprocess.Popen] = []  # everything we started, each in its own session
@@ -117,14 +61,8 @@ def over_time() -> bool:
 
 def start(argv: list[str], log: Path, cpu: str, env: dict | None = None) -> subprocess.Popen:
     fh = open(log, "wb")  # noqa: SIM115 (kept open for the child's lifetime)
-    proc = subprocess.Popen(
-        ["taskset", "-c", cpu, *argv],
-        stdin=subprocess.DEVNULL,
-        stdout=fh,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-        env=env,
-    )
+    proc = subprocess.Popen(["taskset", "-c", cpu, *argv], stdin=subprocess.DEVNULL, stdout=fh,
+                            stderr=subprocess.STDOUT, start_new_session=True, env=env)
     PROCS.append(proc)
     return proc
 
@@ -239,7 +177,7 @@ def make_names(n: int, seed: int) -> list[str]:
     return out
 
 
-ORIGIN = r"""
+ORIGIN = r'''
 import asyncio, ssl, sys
 try:
     import uvloop
@@ -279,9 +217,9 @@ async def main():
     await asyncio.Event().wait()
 
 (uvloop.run if uvloop else asyncio.run)(main())
-"""
+'''
 
-HANDSHAKER = r"""
+HANDSHAKER = r'''
 import asyncio, ssl, sys, time
 try:
     import uvloop
@@ -317,7 +255,7 @@ async def main():
     await asyncio.gather(*(worker(end) for _ in range(conc)))
     print(f"{ok} {failed} {time.monotonic() - started:.3f}", flush=True)
 (uvloop.run if uvloop else asyncio.run)(main())
-"""
+'''
 
 
 def make_cert(folder: Path) -> tuple[Path, Path]:
@@ -329,22 +267,15 @@ def make_cert(folder: Path) -> tuple[Path, Path]:
     key = ec.generate_private_key(ec.SECP256R1())  # cheap handshakes: the origin is not what we measure
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
     now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=7))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(days=1))
+            .not_valid_after(now + dt.timedelta(days=7))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+            .sign(key, hashes.SHA256()))
     cert_path, key_path = folder / "origin.pem", folder / "origin.key"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
     return cert_path, key_path
 
 
@@ -378,26 +309,20 @@ def blocked(status: int, body: bytes) -> bool:
 
 def check(port: int, blocked_name: str, origin_http: int, origin_tls: int) -> str:
     problems = []
-    status, body = http_request(
-        port, f"GET http://{blocked_name}/ HTTP/1.1\r\nHost: {blocked_name}\r\nConnection: close\r\n\r\n".encode()
-    )
+    status, body = http_request(port, f"GET http://{blocked_name}/ HTTP/1.1\r\nHost: {blocked_name}\r\n"
+                                      "Connection: close\r\n\r\n".encode())
     if not blocked(status, body):
         problems.append(f"blocked name answered {status}")
-    status, body = http_request(
-        port,
-        f"GET http://localhost:{origin_http}/ HTTP/1.1\r\nHost: localhost:"
-        f"{origin_http}\r\nConnection: close\r\n\r\n".encode(),
-    )
+    status, body = http_request(port, f"GET http://localhost:{origin_http}/ HTTP/1.1\r\nHost: localhost:"
+                                      f"{origin_http}\r\nConnection: close\r\n\r\n".encode())
     if status != 200 or not body.endswith(b"ok\n"):
         problems.append(f"allowed name answered {status}")
-    status, body = http_request(
-        port, f"CONNECT {blocked_name}:443 HTTP/1.1\r\nHost: {blocked_name}:443\r\n\r\n".encode()
-    )
+    status, body = http_request(port, f"CONNECT {blocked_name}:443 HTTP/1.1\r\nHost: {blocked_name}:443\r\n\r\n"
+                                .encode())
     if status == 200:
         problems.append("blocked CONNECT answered 200")
-    status, body = http_request(
-        port, f"CONNECT localhost:{origin_tls} HTTP/1.1\r\nHost: localhost:{origin_tls}\r\n\r\n".encode()
-    )
+    status, body = http_request(port, f"CONNECT localhost:{origin_tls} HTTP/1.1\r\nHost: localhost:{origin_tls}"
+                                      "\r\n\r\n".encode())
     if status != 200:
         problems.append(f"allowed CONNECT answered {status}")
     return "ok" if not problems else "; ".join(problems)
@@ -405,26 +330,13 @@ def check(port: int, blocked_name: str, origin_http: int, origin_tls: int) -> st
 
 def run_wrk(port: int, origin_http: int, seconds: float, work: Path) -> dict:
     script = work / "proxy.lua"
-    script.write_text(
-        textwrap.dedent(f"""\
+    script.write_text(textwrap.dedent(f"""\
         wrk.method = "GET"
         wrk.path = "http://localhost:{origin_http}/"
         wrk.headers["Host"] = "localhost:{origin_http}"
-        """)
-    )
-    argv = [
-        "taskset",
-        "-c",
-        CLIENT_CPU,
-        "wrk",
-        "-t1",
-        "-c32",
-        f"-d{int(seconds)}s",
-        "--latency",
-        "-s",
-        str(script),
-        f"http://{HOST}:{port}/",
-    ]
+        """))
+    argv = ["taskset", "-c", CLIENT_CPU, "wrk", "-t1", "-c32", f"-d{int(seconds)}s", "--latency", "-s", str(script),
+            f"http://{HOST}:{port}/"]
     out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)) if "Requests/sec" in out else 0.0
     p99 = None
@@ -434,13 +346,9 @@ def run_wrk(port: int, origin_http: int, seconds: float, work: Path) -> dict:
     total = re.search(r"(\d+) requests in", out)
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    return {
-        "rps": rps,
-        "p99_ms": p99,
-        "requests": int(total.group(1)) if total else 0,
-        "non2xx": int(bad.group(1)) if bad else 0,
-        "socket_errors": sum(int(x) for x in errors.groups()) if errors else 0,
-    }
+    return {"rps": rps, "p99_ms": p99, "requests": int(total.group(1)) if total else 0,
+            "non2xx": int(bad.group(1)) if bad else 0,
+            "socket_errors": sum(int(x) for x in errors.groups()) if errors else 0}
 
 
 def run_handshakes(port: int, origin_tls: int, seconds: float, work: Path) -> tuple[int, int, float]:
@@ -458,8 +366,7 @@ def run_handshakes(port: int, origin_tls: int, seconds: float, work: Path) -> tu
 
 def ours_config(work: Path, name: str, port: int, *, fast_path: bool, plain_http: str, tls_port: int) -> Path:
     path = work / f"{name}.yaml"
-    path.write_text(
-        textwrap.dedent(f"""\
+    path.write_text(textwrap.dedent(f"""\
         policy: {{department: ours/department, school: ours/school.yaml, cache_dir: ours/cache}}
         proxy:
           listen: {HOST}:{port}
@@ -470,8 +377,7 @@ def ours_config(work: Path, name: str, port: int, *, fast_path: bool, plain_http
           ca: {{dir: ours/ca}}
           connect_ports: [443, {tls_port}]
           loopback_origins: true        # the bench origin is on 127.0.0.1
-        """)
-    )
+        """))
     return path
 
 
@@ -481,32 +387,25 @@ def write_ours_policy(work: Path, domains: Path) -> None:
     (root / "lists").mkdir()
     shutil.copy(domains, root / "lists" / "bench.txt")
     (root / "department" / "baseline.yaml").write_text(
-        'version: "bench-1"\nlists_dir: ../lists\nnever_block: []\nschedules: {}\nsafe_search: {}\n'
-    )
+        'version: "bench-1"\nlists_dir: ../lists\nnever_block: []\nschedules: {}\nsafe_search: {}\n')
     (root / "department" / "categories.yaml").write_text(
-        "categories:\n  bench: {name: {vi: Danh sách thử, en: Bench list}, lists: [bench.txt]}\n"
-    )
-    bands = "".join(
-        f"  {b}: {{name: {{vi: {b}, en: {b}}}, block: [bench], safe_search: strict}}\n"
-        for b in ("mam_non", "tieu_hoc", "thcs", "thpt", "staff")
-    )
+        "categories:\n  bench: {name: {vi: Danh sách thử, en: Bench list}, lists: [bench.txt]}\n")
+    bands = "".join(f"  {b}: {{name: {{vi: {b}, en: {b}}}, block: [bench], safe_search: strict}}\n"
+                    for b in ("mam_non", "tieu_hoc", "thcs", "thpt", "staff"))
     (root / "department" / "bands.yaml").write_text("bands:\n" + bands)
-    (root / "school.yaml").write_text(
-        textwrap.dedent("""\
+    (root / "school.yaml").write_text(textwrap.dedent("""\
         school: {id: HN-BENCH, name: Bench, ward: W, levels: [thcs], timezone: Asia/Ho_Chi_Minh}
         groups:
           all: {band: thcs, clients: [127.0.0.0/8]}
-        """)
-    )
+        """))
 
 
 def start_ours(work: Path, name: str, port: int, fast_path: bool, plain_http: str, tls_port: int) -> subprocess.Popen:
     config = ours_config(work, name, port, fast_path=fast_path, plain_http=plain_http, tls_port=tls_port)
     log = work / f"{name}.log"
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    proc = start(
-        [PYTHON, "-m", "gateway.proxy.cli", "proxy", "--config", str(config), "--lang", "en"], log, SERVER_CPU, env
-    )
+    proc = start([PYTHON, "-m", "gateway.proxy.cli", "proxy", "--config", str(config), "--lang", "en"], log,
+                 SERVER_CPU, env)
     wait_line(log, "Proxy running", proc, 120)
     return proc
 
@@ -517,10 +416,9 @@ def setup_squid(work: Path, domains: Path, port: int) -> tuple[list[str], float]
     (sg / "log").mkdir()
     shutil.copy(domains, sg / "db" / "bench" / "domains")
     conf = sg / "squidGuard.conf"
-    conf.write_text(
-        textwrap.dedent(f"""\
-        dbhome {sg / "db"}
-        logdir {sg / "log"}
+    conf.write_text(textwrap.dedent(f"""\
+        dbhome {sg / 'db'}
+        logdir {sg / 'log'}
         dest bench {{
             domainlist bench/domains
         }}
@@ -530,19 +428,17 @@ def setup_squid(work: Path, domains: Path, port: int) -> tuple[list[str], float]
                 redirect 302:http://{HOST}/blocked.html
             }}
         }}
-        """)
-    )
+        """))
     started = time.monotonic()
     subprocess.run(["squidGuard", "-c", str(conf), "-C", "all"], check=True, capture_output=True, timeout=300)
     compile_seconds = time.monotonic() - started
     sq = work / "squid"
     sq.mkdir()
-    (sq / "squid.conf").write_text(
-        textwrap.dedent(f"""\
+    (sq / "squid.conf").write_text(textwrap.dedent(f"""\
         http_port {HOST}:{port}
         visible_hostname bench-squid
         pid_filename none
-        cache_log {sq / "cache.log"}
+        cache_log {sq / 'cache.log'}
         access_log none
         cache deny all
         cache_mem 8 MB
@@ -557,8 +453,7 @@ def setup_squid(work: Path, domains: Path, port: int) -> tuple[list[str], float]
         pinger_enable off
         shutdown_lifetime 1 seconds
         coredump_dir {sq}
-        """)
-    )
+        """))
     for path in (work, sg, sg / "db", sg / "db" / "bench", sg / "log", sq):
         os.chmod(path, 0o777)
     # squid runs its helpers as its own user: squidGuard must be able to write the log -C left behind
@@ -590,19 +485,10 @@ def setup_e2guardian(work: Path, domains: Path, port: int) -> list[str] | None:
     text = re.sub(r"(?m)^filterports\s*=.*$", "", text)
     text = re.sub(r"(?m)^checkip\s*=.*$", "", text)  # loop guard: the origin is on 127.0.0.1 too
     text = re.sub(r"(?m)^transparenthttpsport\s*=.*$", "", text)
-    for key, value in (
-        ("filterip", HOST),
-        ("filterports", str(port)),
-        ("nodaemon", "on"),
-        ("nologger", "on"),
-        ("loglevel", "0"),
-        ("pidfilename", f"'{e2 / 'e2g.pid'}'"),
-        ("httpworkers", "200"),
-        ("daemonuser", "'root'"),
-        ("daemongroup", "'root'"),
-        ("reverseaddresslookups", "off"),
-        ("logconnectionhandlingerrors", "off"),
-    ):
+    for key, value in (("filterip", HOST), ("filterports", str(port)), ("nodaemon", "on"), ("nologger", "on"),
+                       ("loglevel", "0"), ("pidfilename", f"'{e2 / 'e2g.pid'}'"), ("httpworkers", "200"),
+                       ("daemonuser", "'root'"), ("daemongroup", "'root'"), ("reverseaddresslookups", "off"),
+                       ("logconnectionhandlingerrors", "off")):
         text = setting(text, key, value)
     conf.write_text(text)
     with (e2 / "lists" / "bannedsitelist").open("a") as fh:
@@ -613,16 +499,8 @@ def setup_e2guardian(work: Path, domains: Path, port: int) -> list[str] | None:
 # ---------------------------------------------------------------------------------------------------
 
 
-def measure(
-    label: str,
-    proc: subprocess.Popen,
-    port: int,
-    work: Path,
-    blocked_name: str,
-    origin_http: int,
-    origin_tls: int,
-    seconds: float,
-) -> dict:
+def measure(label: str, proc: subprocess.Popen, port: int, work: Path, blocked_name: str, origin_http: int,
+            origin_tls: int, seconds: float) -> dict:
     result: dict = {"label": label}
     result["check"] = check(port, blocked_name, origin_http, origin_tls)
     pids = process_tree(proc.pid)  # taskset exec'd the proxy: proc.pid is the proxy itself
@@ -669,10 +547,8 @@ def main() -> int:
     timer.start()
     results = []
     try:
-        say(
-            f"# proxy benchmark — {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores, "
-            f"{args.domains:,} listed domains (seed {args.seed}), {args.seconds:g} s per load run"
-        )
+        say(f"# proxy benchmark — {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores, "
+            f"{args.domains:,} listed domains (seed {args.seed}), {args.seconds:g} s per load run")
         say(f"# proxies on core {SERVER_CPU}; origin, wrk and the CONNECT+TLS client on core {CLIENT_CPU}")
         names = make_names(args.domains, args.seed)
         domains = work / "domains.txt"
@@ -689,7 +565,6 @@ def main() -> int:
         def ours(name: str, fast_path: bool, plain_http: str):
             def run(port: int) -> subprocess.Popen:
                 return start_ours(work, name, port, fast_path, plain_http, origin_tls)
-
             return run
 
         def squid(port: int) -> subprocess.Popen:
@@ -710,13 +585,11 @@ def main() -> int:
             wait_port(port, proc, 120, log)
             return proc
 
-        plan = [
-            ("relay", "gateway relay (TLS + HTTP)", ours("relay", True, "relay")),
-            ("relay-mitm-http", "gateway relay, HTTP on mitmproxy", ours("relay-mitm-http", True, "mitmproxy")),
-            ("mitmproxy", "mitmproxy only (gateway addon)", ours("mitmproxy", False, "mitmproxy")),
-            ("squid", "squid + squidGuard", squid),
-            ("e2guardian", "e2guardian", e2guardian),
-        ]
+        plan = [("relay", "gateway relay (TLS + HTTP)", ours("relay", True, "relay")),
+                ("relay-mitm-http", "gateway relay, HTTP on mitmproxy", ours("relay-mitm-http", True, "mitmproxy")),
+                ("mitmproxy", "mitmproxy only (gateway addon)", ours("mitmproxy", False, "mitmproxy")),
+                ("squid", "squid + squidGuard", squid),
+                ("e2guardian", "e2guardian", e2guardian)]
         wanted = set(args.only.split(",")) if args.only else None
         for key_, label, starter in plan:
             if wanted is not None and key_ not in wanted:
@@ -729,9 +602,8 @@ def main() -> int:
             try:
                 proc = starter(port)
                 if proc is not None:
-                    results.append(
-                        (key_, measure(label, proc, port, work, blocked_name, origin_http, origin_tls, args.seconds))
-                    )
+                    results.append((key_, measure(label, proc, port, work, blocked_name, origin_http, origin_tls,
+                                                  args.seconds)))
             except Exception as exc:
                 say(f"# {label}: not measured: {exc}")
             finally:
@@ -750,16 +622,12 @@ def main() -> int:
 
 def report(results: dict) -> None:
     say()
-    say(
-        f"{'proxy':34} {'check':6} {'RSS MB':>7} {'PSS MB':>7} {'RSS load':>8} {'HTTP r/s':>9} {'p99 ms':>8} "
-        f"{'µs/req':>7} {'TLS hs/s':>9} {'µs/conn':>8} {'fail':>5}"
-    )
+    say(f"{'proxy':34} {'check':6} {'RSS MB':>7} {'PSS MB':>7} {'RSS load':>8} {'HTTP r/s':>9} {'p99 ms':>8} "
+        f"{'µs/req':>7} {'TLS hs/s':>9} {'µs/conn':>8} {'fail':>5}")
     for r in results.values():
-        say(
-            f"{r['label']:34} {('ok' if r['check'] == 'ok' else 'BAD'):6} {r['rss']:7.1f} {r['pss']:7.1f} "
+        say(f"{r['label']:34} {('ok' if r['check'] == 'ok' else 'BAD'):6} {r['rss']:7.1f} {r['pss']:7.1f} "
             f"{r['rss_after']:8.1f} {r['rps']:9.0f} {fmt(r['p99_ms'], '8.2f')} {fmt(r['cpu_per_request_us'], '7.0f')} "
-            f"{r['handshakes_per_s']:9.0f} {fmt(r['cpu_per_conn_us'], '8.0f')} {r['handshake_failures']:5d}"
-        )
+            f"{r['handshakes_per_s']:9.0f} {fmt(r['cpu_per_conn_us'], '8.0f')} {r['handshake_failures']:5d}")
     for r in results.values():
         if r["check"] != "ok":
             say(f"  {r['label']}: check failed: {r['check']}")
@@ -772,11 +640,10 @@ def report(results: dict) -> None:
         return x / y if x and y else None
 
     lines = [
-        ("CPU per passed-through TLS connection, relay / squid+squidGuard", ratio("relay", "squid", "cpu_per_conn_us")),
-        (
-            "CPU per passed-through TLS connection, relay / mitmproxy only",
-            ratio("relay", "mitmproxy", "cpu_per_conn_us"),
-        ),
+        ("CPU per passed-through TLS connection, relay / squid+squidGuard",
+         ratio("relay", "squid", "cpu_per_conn_us")),
+        ("CPU per passed-through TLS connection, relay / mitmproxy only",
+         ratio("relay", "mitmproxy", "cpu_per_conn_us")),
         ("TLS handshakes/s, relay / squid+squidGuard", ratio("relay", "squid", "handshakes_per_s")),
         ("TLS handshakes/s, relay / mitmproxy only", ratio("relay", "mitmproxy", "handshakes_per_s")),
         ("RSS with the list, relay / e2guardian", ratio("relay", "e2guardian", "rss")),
@@ -794,14 +661,9 @@ def report(results: dict) -> None:
         say(f"  {text:62} {fmt(value, '6.2f')}")
     say()
     say("targets")
-    target = [
-        (
-            "CPU per passed-through TLS connection ≤ squid+squidGuard's",
-            ratio("relay", "squid", "cpu_per_conn_us"),
-            lambda v: v <= 1.0,
-        ),
-        ("RSS with the list ≤ e2guardian's", ratio("relay", "e2guardian", "rss"), lambda v: v <= 1.0),
-    ]
+    target = [("CPU per passed-through TLS connection ≤ squid+squidGuard's",
+               ratio("relay", "squid", "cpu_per_conn_us"), lambda v: v <= 1.0),
+              ("RSS with the list ≤ e2guardian's", ratio("relay", "e2guardian", "rss"), lambda v: v <= 1.0)]
     for text, value, good in target:
         verdict = "n/a " if value is None else ("PASS" if good(value) else "FAIL")
         say(f"  {verdict} {text} (ratio {fmt(value, '.2f')})")
