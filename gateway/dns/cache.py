@@ -37,7 +37,7 @@ class CacheHit:
     until: float = 0.0
 
 
-# An entry is one tuple of values the collector never tracks (bytes, str, int, float, array), so the
+# An entry is one tuple of values the collector never tracks (bytes, str, int, float; not array), so the
 # first collection that sees it stops tracking it. A nested tuple would not do: a collection checks
 # tuples in the order it found them reachable, which puts a tuple referenced only by the entry after
 # the entry, so the entry is checked while its part is still tracked and is promoted tracked. 20,000
