@@ -10,6 +10,7 @@ import os
 import secrets
 import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -210,6 +211,7 @@ async def run_low_priority(argv: list[str], timeout: float, escalate_after: floa
     return None if os.WIFSIGNALED(status) else os.waitstatus_to_exitcode(status)
 
 
+_AUDIT_LOCK = threading.Lock()
 YOUNG_EVERY = 0.1  # seconds between collections of the youngest generation (collect_young)
 
 
@@ -294,7 +296,8 @@ class Gateway:
             return False
         old = self.components.holder.swap(snapshot)
         self.reloads["ok"] += 1
-        self._audit(snapshot)
+        # In a thread: the audit trail is fsynced, which can take tens of milliseconds on an SD card.
+        await loop.run_in_executor(None, self._audit, snapshot)
         if self.metrics is not None:
             self.metrics.reloads.labels("ok").inc()
             self.metrics.set_policy(snapshot, time.time())
@@ -361,7 +364,8 @@ class Gateway:
         if self.worker != 0:
             return
         try:
-            entry = AuditTrail(state_dir(self.settings) / "audit.jsonl").record(snapshot)
+            with _AUDIT_LOCK:  # two reloads in a row: one record (read the last entry, append) at a time
+                entry = AuditTrail(state_dir(self.settings) / "audit.jsonl").record(snapshot)
         except OSError as exc:
             log.warning("could not write the policy audit trail: %s", exc)
             return
