@@ -166,7 +166,7 @@ def freeze_imports() -> None:
     gc.freeze()
 
 
-async def run_low_priority(argv: list[str], timeout: float, escalate_after: float = 15.0) -> int | None:
+async def run_low_priority(argv: list[str], timeout: float, escalate_after: float = 60.0) -> int | None:
     """Run `argv` where it cannot delay the serving loop; its exit status, or None if it was killed at
     `timeout`.
 
