@@ -21,6 +21,7 @@ from gateway.core.snapshot import (
     Snapshot,
 )
 from gateway.errors import ConfigError, Problem
+from gateway.lists.digests import STORE_NAME, Digests
 from gateway.lists.formats import read_list
 from gateway.lists.index import ListSource, compile_lists
 from gateway.policy.schema import BAND_IDS, DepartmentSpec, SchoolSpec, Where, read_department, read_school
@@ -230,7 +231,7 @@ def _compile(dept: DepartmentSpec, school: SchoolSpec, paths: PolicyPaths, probl
         safe_search=safe_search,
         holidays=tuple((h.first, h.last) for h in school.holidays),
         version=dept.version,
-        fingerprint=_fingerprint(hashed),
+        fingerprint=_fingerprint(hashed, Digests(paths.cache_dir / STORE_NAME if paths.cache_dir else None)),
         files=tuple(_show(p, root) for p in hashed),
         warnings=tuple(p for p in problems if p.warning),
     )
@@ -240,14 +241,15 @@ def _allow_categories(categories: dict) -> frozenset:
     return frozenset(cid for cid, c in categories.items() if c.kind == "allow")
 
 
-def _fingerprint(files: list[Path]) -> str:
+def _fingerprint(files: list[Path], digests: Digests) -> str:
     digest = hashlib.sha256()
     for path in sorted(set(files)):
         digest.update(path.name.encode() + b"\0")
         try:
-            digest.update(hashlib.sha256(path.read_bytes()).digest())
+            digest.update(digests.of(path))
         except OSError:
             digest.update(b"missing")
+    digests.save()
     return digest.hexdigest()
 
 
