@@ -16,6 +16,7 @@ from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 
+from gateway.dns.wire import ResponseInfo, WireError, scan_response
 from gateway.errors import UpstreamError
 
 __all__ = ["UpstreamError", "UpstreamHealth", "UpstreamSpec", "Upstreams"]
@@ -178,44 +179,13 @@ def _read_question(msg: bytes) -> tuple[_Question, int] | None:
     return (msg[12:pos].lower(), qtype, qclass), pos + 4
 
 
-def _skip_name(msg: bytes, pos: int) -> int:
-    """Offset after the (possibly compressed) name at pos, or -1 if it is malformed."""
-    end = len(msg)
-    while pos < end:
-        n = msg[pos]
-        if n == 0:
-            return pos + 1
-        if n & 0xC0 == 0xC0:
-            if pos + 1 >= end:
-                return -1
-            target = ((n & 0x3F) << 8) | msg[pos + 1]
-            # Only backward pointers: then anyone who later follows them is sure to terminate.
-            return pos + 2 if 12 <= target < pos else -1
-        if n > 63:
-            return -1
-        pos += n + 1
-    return -1
-
-
-def _records_fit(msg: bytes, pos: int, count: int) -> bool:
-    end = len(msg)
-    for _ in range(count):
-        pos = _skip_name(msg, pos)
-        if pos < 0 or pos + 10 > end:
-            return False
-        pos += 10 + struct.unpack_from("!H", msg, pos + 8)[0]
-        if pos > end:
-            return False
-    return True
-
-
 def _classify(msg: bytes, qid: int, question: _Question, *, datagram: bool) -> int:
     """Judge a response to our query with ID qid: _MATCH, _MISMATCH (not ours), _MALFORMED or _TRUNCATED."""
     if len(msg) < 2 or (msg[0] << 8 | msg[1]) != qid:
         return _MISMATCH
     if len(msg) < 12:
         return _MALFORMED
-    flags, qdcount, ancount, nscount, arcount = struct.unpack_from("!HHHHH", msg, 2)
+    flags, qdcount = struct.unpack_from("!HH", msg, 2)
     if not flags & 0x8000:  # QR: a query is not an answer
         return _MALFORMED
     truncated = datagram and flags & 0x0200
@@ -230,10 +200,7 @@ def _classify(msg: bytes, qid: int, question: _Question, *, datagram: bool) -> i
         return _MISMATCH
     if truncated:
         return _TRUNCATED
-    # Checked once here so that the cache and the CNAME re-check never meet a record that runs off the end.
-    if not _records_fit(msg, parsed[1], ancount + nscount + arcount):
-        return _MALFORMED
-    return _MATCH
+    return _MATCH  # its records are checked by the flight's scan_response, once for every waiter
 
 
 def _client_question(packet: bytes) -> tuple[_Question, int]:
@@ -580,7 +547,7 @@ class _Flight:
         self.packet = packet
         self.question = question
         self.key = key
-        self.waiters: list[asyncio.Future[bytes]] = []
+        self.waiters: list[asyncio.Future[tuple[bytes, ResponseInfo]]] = []
         self.done = False
         self.plan: Sequence[_Upstream] = ()
         self.index = 0
@@ -650,9 +617,16 @@ class _Flight:
             # never be told REFUSED, which sends it off to a secondary resolver around the filter.
             self.attempt_failed("refused the query")
             return
+        try:
+            # Once per flight, not per waiter: every record must fit before the cache stores the answer
+            # or the policy re-judges its CNAMEs and addresses.
+            info = scan_response(response)
+        except WireError as exc:
+            self.attempt_failed(f"malformed response ({exc})")
+            return
         # SERVFAIL is the upstream's answer about this name (often DNSSEC), not a broken upstream.
         self.owner._succeeded(self.plan[self.index], self.owner._clock() - self.started, servfail=rcode == _SERVFAIL)
-        self.finish(response)
+        self.finish((response, info))
 
     def truncated(self) -> None:
         # The same query again over TCP, within what is left of this attempt.
@@ -673,7 +647,7 @@ class _Flight:
 
     # ---- the flight as a whole ----
 
-    def finish(self, outcome: bytes | BaseException) -> None:
+    def finish(self, outcome: tuple[bytes, ResponseInfo] | BaseException) -> None:
         """Hand the outcome to every waiter and stop whatever is still running."""
         if self.done:
             return
@@ -774,9 +748,19 @@ class Upstreams:
         Raises ValueError if the packet has no single parseable question (the server answers FORMERR),
         UpstreamError if no upstream gave a usable answer (the caller serves stale, else SERVFAIL).
         """
+        question, qend = _client_question(packet)
+        response, _ = await self.lookup(packet, question, key)
+        # The upstream's question equals ours but for case; give the client back its own spelling (0x20).
+        name_end = qend - 4
+        return b"".join((packet[:2], response[2:12], packet[12:name_end], response[name_end:]))
+
+    async def lookup(self, packet: bytes, question: _Question, key: Hashable | None = None
+                     ) -> tuple[bytes, ResponseInfo]:
+        """query() for a caller that built `packet` itself and so knows its question (lower-cased wire
+        name, type, class): the response as the upstream sent it (under our ID, in its spelling) and
+        its scan. Merged waiters share both, so an answer is walked once however many asked."""
         if self._closed:
             raise UpstreamError("upstreams are closed")
-        question, qend = _client_question(packet)
         flight = self._flights.get(key) if key is not None else None
         if flight is None or flight.question != question:
             # Also when a caller's key merges two different questions: never answer one with the other.
@@ -792,7 +776,7 @@ class Upstreams:
         try:
             if fresh:
                 flight.start()  # may end it at once (every upstream failed to send): the waiter holds that
-            response = await waiter
+            outcome = await waiter
         except BaseException:
             _leave(flight, waiter)
             # The exception's traceback holds this frame; were the future (holding the exception) still
@@ -800,9 +784,7 @@ class Upstreams:
             del waiter, flight
             raise
         _leave(flight, waiter)
-        # The upstream's question equals ours but for case; give the client back its own spelling (0x20).
-        name_end = qend - 4
-        return b"".join((packet[:2], response[2:12], packet[12:name_end], response[name_end:]))
+        return outcome
 
     def health(self) -> list[UpstreamHealth]:
         """A copy of each upstream's state, in configured order."""

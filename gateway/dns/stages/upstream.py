@@ -20,6 +20,12 @@ log = logging.getLogger("gateway.dns")
 SERVFAIL = 2
 
 
+def _question(key: tuple) -> tuple[bytes, int, int]:
+    """The question of lookup_packet(*key's name, type, DO, EDNS*): the key's lower-cased wire name
+    and type, class IN (a lookup packet always asks IN)."""
+    return key[0], key[1], 1
+
+
 class UpstreamStage(Stage):
     name = "upstream"
 
@@ -47,11 +53,15 @@ class UpstreamStage(Stage):
     async def _resolve(self, req: Request) -> bytes:
         q = req.query
         key = req.lookup_key
-        if req.lookup_packet is None:
-            req.lookup_packet = lookup_packet(key[0], key[1], key[3], key[4]) if key else q.raw
         try:
-            response = await self._choose(req).query(req.lookup_packet, key)
-            info = scan_response(response)
+            if key is None:
+                response = await self._choose(req).query(q.raw)
+                info = scan_response(response)
+            else:
+                packet = req.lookup_packet
+                if packet is None:
+                    packet = req.lookup_packet = lookup_packet(key[0], key[1], key[3], key[4])
+                response, info = await self._choose(req).lookup(packet, _question(key), key)
         except (TimeoutError, UpstreamError, WireError, OSError) as exc:
             self.failures += 1
             if self.cache is not None and key is not None:
@@ -74,8 +84,7 @@ class UpstreamStage(Stage):
 
         async def refresh():
             try:
-                response = await upstreams.query(packet, ("prefetch", key))
-                info = scan_response(response)
+                response, info = await upstreams.lookup(packet, _question(key), ("prefetch", key))
             except Exception:
                 return
             if self.cache is not None and info.rcode in (0, 3) and not info.tc:
