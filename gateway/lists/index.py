@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
+import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -147,13 +150,40 @@ def compile_lists(
     started = time.perf_counter()
     if len(sources) > MAX_SOURCE + 1:
         raise ValueError(f"at most {MAX_SOURCE + 1} list files, got {len(sources)}")
+    if cache_path is None:
+        return _compile(sources, None, started)
+    with _compiling(Path(cache_path)):
+        return _compile(sources, Path(cache_path), started)
+
+
+@contextlib.contextmanager
+def _compiling(cache_path: Path) -> Iterator[None]:
+    """One compile of a cache file at a time, across processes. Every worker reloads on the same
+    SIGHUP or file change, and compiling 1M names peaks at ~400 MB: four at once would not fit a
+    Raspberry Pi. Whoever comes second waits here, then finds the cache fresh and only maps it."""
+    try:
+        fd = os.open(cache_path.with_name(cache_path.name + ".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError:  # a read-only cache dir: the cache cannot be written either, nothing to guard
+        fd = -1
+    if fd < 0:
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _compile(sources: Sequence[tuple[ListSource, Path]], cache_path: Path | None, started: float
+             ) -> tuple[ListIndex, CompileReport]:
     list_sources = tuple(source for source, _ in sources)
     # Stat before reading: a file changed after this point has a newer stamp than the one the
     # cache records, so the next compile rebuilds instead of trusting a stale cache.
     fingerprint = [_fingerprint(source, path) for source, path in sources]
 
     if cache_path is not None:
-        cached = _load_cache(Path(cache_path), fingerprint)
+        cached = _load_cache(cache_path, fingerprint)
         if cached is not None:
             domains, meta = cached
             errors = [LineError(str(p), int(n), str(why)) for p, n, why in meta["errors"]]
@@ -187,7 +217,7 @@ def compile_lists(
             "errors": [[e.path, e.line, e.why] for e in errors],
         }
         try:
-            domains.save(Path(cache_path), meta)
+            domains.save(cache_path, meta)
         except OSError as exc:
             cache_error = f"cannot write {cache_path}: {exc.strerror or exc}"
     report = CompileReport(len(domains), bad_lines, errors, False, time.perf_counter() - started, cache_error)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -226,3 +228,29 @@ def test_no_sources(tmp_path: Path) -> None:
     assert (len(index), index.categories(), report.entries) == (0, (), 0)
     _, report = compile_lists([], tmp_path / "c.sgwset")
     assert report.from_cache is True
+
+
+_RACER = """
+import sys
+from pathlib import Path
+from gateway.lists.index import ListSource, compile_lists
+sys.stdin.readline()  # the start signal: both racers begin together
+_, report = compile_lists([(ListSource("gambling", "big.txt", "block"), Path(sys.argv[1]))], Path(sys.argv[2]))
+print("cache" if report.from_cache else "compiled", flush=True)
+"""
+
+
+def test_two_processes_compiling_one_cache_compile_once(tmp_path: Path) -> None:
+    # Every worker reloads on the same SIGHUP; a compile of 1M names peaks at ~400 MB, so they take turns
+    # and the second one finds the first one's cache. 200,000 names take ~0.5 s to compile: without the
+    # lock both racers check the (missing) cache long before either has written it.
+    big = write(tmp_path / "big.txt", "".join(f"n{i}.example.com\n" for i in range(200_000)))
+    cache = tmp_path / "lists.sgwset"
+    racers = [subprocess.Popen([sys.executable, "-c", _RACER, str(big), str(cache)], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parents[2]) for _ in range(2)]
+    for racer in racers:
+        racer.stdin.write("go\n")
+    for racer in racers:
+        racer.stdin.flush()
+    outcomes = sorted(racer.communicate(timeout=120)[0].strip() for racer in racers)
+    assert outcomes == ["cache", "compiled"]
