@@ -252,8 +252,10 @@ class DomainSet:
         # Whole-column passes through map() run in C; a Python-level loop per entry would cost
         # several times more for multi-million lists.
         encoded = names if n and isinstance(names[0], bytes) else list(map(str.encode, names))  # type: ignore[arg-type]
-        crcs = list(map(crc32, encoded))
-        adlers = list(map(adler32, encoded))
+        # Arrays, not lists: a list of 1M 32-bit values holds 1M int objects (~40 MB, not 4 MB), and
+        # the compile's peak is what a Raspberry Pi must fit next to its serving workers.
+        crcs = array("I", map(crc32, encoded))
+        adlers = array("I", map(adler32, encoded))
         dots = list(map(bytes.count, encoded, repeat(b".")))  # type: ignore[arg-type]
         labels = (min(dots) + 1, max(dots) + 1) if n else (1, 0)
         ancestors = _ancestor_crcs(encoded, dots, labels[0])  # type: ignore[arg-type]
@@ -558,9 +560,9 @@ class DomainSet:
         return cls(groups, records, bits, (min_labels, max_labels), backing), meta
 
 
-def _ancestor_crcs(encoded: Sequence[bytes], dots: list[int], min_labels: int) -> list[int]:
+def _ancestor_crcs(encoded: Sequence[bytes], dots: list[int], min_labels: int) -> array:
     """crc32 of every proper suffix of an entry that has at least `min_labels` labels (repeats kept)."""
-    found: list[int] = []
+    found = array("I")
     level: Iterable[bytes] = encoded
     level_dots: Iterable[int] = dots  # each name's entry's dot count
     need = min_labels
@@ -573,10 +575,11 @@ def _ancestor_crcs(encoded: Sequence[bytes], dots: list[int], min_labels: int) -
         level = list(map(itemgetter(2), map(bytes.partition, compress(level, keep), repeat(b"."))))
         level_dots = list(compress(level_dots, keep))
         need += 1
-        found += map(crc32, level)
+        found.extend(map(crc32, level))
 
 
-def _group_words(sorted_groups: Sequence[int], entry_crcs: list[int], ancestor_crcs: list[int], bits: int) -> array:
+def _group_words(sorted_groups: Sequence[int], entry_crcs: Sequence[int], ancestor_crcs: Sequence[int],
+                 bits: int) -> array:
     """Two words per group and an end marker: ancestor filter << 16 | entry filter, records start."""
     size = 1 << bits
     shift = 32 - bits

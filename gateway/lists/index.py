@@ -7,6 +7,7 @@ import errno
 import fcntl
 import os
 import time
+from array import array
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -191,9 +192,9 @@ def _compile(sources: Sequence[tuple[ListSource, Path]], cache_path: Path | None
             return ListIndex(list_sources, domains), report
 
     names: list[bytes] = []
-    ids: list[int] = []
-    lines: list[int] = []
-    flags: list[int] = []
+    ids = array("H")  # arrays, as in ListColumns: no int object per entry at the memory peak
+    lines = array("I")
+    flags = array("B")
     errors = []
     bad_lines = 0
     for source_id, (source, path) in enumerate(sources):
@@ -201,7 +202,7 @@ def _compile(sources: Sequence[tuple[ListSource, Path]], cache_path: Path | None
         names += columns.names
         lines += columns.line_numbers
         flags += columns.flags
-        ids += [source_id] * len(columns.names)
+        ids += array("H", [source_id]) * len(columns.names)
         bad_lines += columns.bad_lines
         errors += columns.first_errors
     domains = DomainSet.from_columns(names, ids, lines, flags)

@@ -262,7 +262,7 @@ def test_columns_match_entries(tmp_path: Path) -> None:
     path.write_text("a.example\n@@||b.example^\n*.c.example\n")
     cols = read_columns(path)
     assert cols.names == [b"a.example", b"b.example", b"c.example"]
-    assert cols.flags == [0, 1, 2]
+    assert list(cols.flags) == [0, 1, 2] and list(cols.line_numbers) == [1, 2, 3]
     assert cols.entries() == read_list(path).entries
 
 
