@@ -17,13 +17,21 @@ class Text:
         return self.en if lang == "en" else self.vi
 
 
-class Action(enum.Enum):
+class _Member(enum.Enum):
+    """An Enum hashed by identity, in C. Enum's own __hash__ is a Python function (hash of the name), and
+    the hot path keys dicts by members (the memo stores a Decision's fields as positions): a member is
+    equal only to itself, so identity is the same equality, and the hash is never stored anywhere."""
+
+    __hash__ = object.__hash__
+
+
+class Action(_Member):
     ALLOW = "allow"
     BLOCK = "block"
     REWRITE = "rewrite"  # safe search: answer with the engine's restricted host instead
 
 
-class Reason(enum.Enum):
+class Reason(_Member):
     """Which rule of the precedence decided; ordered as the precedence table in the README."""
 
     MANDATORY = "mandatory"
@@ -39,7 +47,7 @@ class Reason(enum.Enum):
     ERROR = "error"
 
 
-class SafeSearch(enum.Enum):
+class SafeSearch(_Member):
     OFF = "off"
     MODERATE = "moderate"
     STRICT = "strict"
@@ -52,7 +60,7 @@ class SafeSearch(enum.Enum):
 _SAFE_RANK = {SafeSearch.OFF: 0, SafeSearch.MODERATE: 1, SafeSearch.STRICT: 2}
 
 
-class BlockResponse(enum.Enum):
+class BlockResponse(_Member):
     NXDOMAIN = "nxdomain"
     NULL = "null"
     BLOCKPAGE = "blockpage"
