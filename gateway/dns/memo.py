@@ -11,6 +11,7 @@ full chain.
 
 Only answers the chain produced synchronously are memoised (never an upstream round trip, a stale answer,
 an error or a rate-limit drop); the stage that knows an answer is deterministic sets `Request.until`.
+And only the second time their query reaches the chain: most names are asked once.
 """
 
 from __future__ import annotations
@@ -105,6 +106,11 @@ class AnswerMemo:
         self._by_group: dict[int, dict[bytes, tuple]] = {}
         self._by_client: dict[str, tuple] = {}  # address -> (its group's table, the group)
         self._hit: set[bytes] = set()  # keys replayed since the last eviction: they get a second chance
+        # Hashes of queries the chain has answered before (the doorkeeper of TinyLFU): an answer is kept
+        # only when its query comes a second time. Most names are asked once (random CDN and tracker
+        # labels, a scan of a block list); storing each of them cost more than the memo saved, and
+        # pushed out the names every device keeps asking for. Not policy state: a swap keeps it.
+        self._seen: set[int] = set()
 
     def clear(self) -> None:
         self._by_group = {}
@@ -146,11 +152,27 @@ class AnswerMemo:
             req.client = None  # the address lives only while its query is served
         return reply
 
+    def saw(self, data: bytes) -> None:
+        """The chain is answering `data` the slow way (an upstream round trip): note that it was asked."""
+        seen = self._seen
+        if len(seen) >= self.max_entries:
+            seen.clear()
+        seen.add(hash(data[2:]))
+
     def remember(self, data: bytes, req: Request, reply: bytes) -> None:
-        """Keep the chain's final `reply` to `data` when every stage said it is deterministic."""
+        """Keep the chain's final `reply` to `data` when every stage said it is deterministic and its
+        query was asked before (see `_seen`)."""
         until = req.until
         group = req.group
         if until <= 0.0 or group is None or len(reply) < 12 or self.holder.current is not self._snap:
+            return
+        key = data[2:]
+        mark = hash(key)
+        seen = self._seen
+        if mark not in seen:
+            if len(seen) >= self.max_entries:
+                seen.clear()
+            seen.add(mark)
             return
         now = self.clock()
         d = req.decision
@@ -167,7 +189,6 @@ class AnswerMemo:
             if len(clients) >= 65536:
                 clients.clear()
             clients[req.client] = (table, group)
-        key = data[2:]
         if key not in table:
             if self._size >= self.max_entries:
                 self._evict()

@@ -73,6 +73,8 @@ class UdpProtocol(asyncio.DatagramProtocol):
             result.close()
             self.transport.sendto(answers.error(q, 2), addr)
             return
+        if memo is not None:
+            memo.saw(data)
         task = asyncio.get_running_loop().create_task(self._later(result, q, data, addr))
         self.pending.add(task)
         task.add_done_callback(self.pending.discard)
