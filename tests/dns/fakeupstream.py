@@ -22,7 +22,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from dnslib import AAAA, CNAME, MX, NS, PTR, QTYPE, RCODE, RR, SOA, TXT, A, DNSQuestion, DNSRecord
 
-MODES = ("answer", "stall", "truncate", "spoof", "spoof_only", "servfail", "refused", "garbage", "drop_tcp")
+MODES = ("answer", "stall", "truncate", "spoof", "spoof_only", "servfail", "refused", "garbage", "cut", "trailing",
+         "drop_tcp")
 SPOOFED_ADDRESS = "6.6.6.6"  # what every forged reply claims, so a test can tell it never got through
 
 _RDATA = {"A": A, "AAAA": AAAA, "CNAME": CNAME, "NS": NS, "PTR": PTR, "TXT": TXT}
@@ -48,7 +49,9 @@ class FakeUpstream:
     spoof (a reply from another port that matches in every other way, one with a wrong ID and one
     with a wrong question, then the right one; the forged ones claim SPOOFED_ADDRESS) | spoof_only |
     servfail | refused | garbage (the query's ID then random bytes, so that the client's parser, not
-    just its ID check, is what meets them) | drop_tcp (TCP and DoT connections are closed unanswered).
+    just its ID check, is what meets them) | cut (the right header and question, then the last record
+    cut short, so only a walk of the records finds it) | trailing (a whole answer, then stray bytes) |
+    drop_tcp (TCP and DoT connections are closed unanswered).
     """
 
     def __init__(
@@ -292,6 +295,10 @@ class FakeUpstream:
             reply.header.tc = 1
             return [("reply", reply.pack())]
         self._fill(reply)
+        if mode == "cut":
+            return [("reply", reply.pack()[:-2])]
+        if mode == "trailing":
+            return [("reply", reply.pack() + b"\x00\x00")]
         if mode not in ("spoof", "spoof_only"):
             return [("reply", reply.pack())]
         wrong_id = self._forged(request)

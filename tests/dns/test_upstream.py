@@ -406,8 +406,10 @@ def test_all_down_raises_upstream_error_naming_each(fakes):
 
 
 @pytest.mark.parametrize("proto", ["udp", "tcp"])
-def test_garbage_response_fails_over(fakes, proto):
-    bad, good = fakes("garbage"), fakes()
+@pytest.mark.parametrize("mode", ["garbage", "cut", "trailing"])
+def test_garbage_response_fails_over(fakes, proto, mode):
+    # cut, trailing: header and question match; the flight's scan of the records finds the fault
+    bad, good = fakes(mode), fakes()
 
     async def main():
         async with Upstreams(specs(bad.spec(proto), good.spec()), timeout=0.5) as ups:
