@@ -606,3 +606,15 @@ def test_spec_constructor_validates():
         UpstreamSpec("doh", "1.1.1.1", 443)
     with pytest.raises(ValueError, match="between 1 and 65535"):
         UpstreamSpec("udp", "1.1.1.1", True)
+
+
+def test_query_ids_come_from_the_kernel_csprng_buffered():
+    from gateway.dns.upstream import _BufferedSystemRandom
+
+    rng = _BufferedSystemRandom()
+    ids = [rng.getrandbits(16) for _ in range(3 * 2048 + 5)]  # three refills of the 4 KiB pool, and some
+    assert all(0 <= i < 65536 for i in ids)
+    assert len(set(ids)) > 5000  # 6,149 draws from 65,536 values: ~5,870 distinct expected
+    pools = [tuple(ids[i : i + 2048]) for i in range(0, 3 * 2048, 2048)]
+    assert len(set(pools)) == 3  # each refill is fresh bytes, not the same pool again
+    assert 0 <= rng.getrandbits(64) < 2**64 and 0.0 <= rng.random() < 1.0  # the rest is SystemRandom's
