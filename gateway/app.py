@@ -7,6 +7,7 @@ import gc
 import ipaddress
 import logging
 import os
+import random
 import secrets
 import signal
 import sys
@@ -126,7 +127,7 @@ def upstream_specs(settings: Settings) -> list[UpstreamSpec]:
 
 
 def build_components(settings: Settings, snapshot: Snapshot, *, clock_trusted=clock_synchronised,
-                     ssl_context=None, cache_clock=time.monotonic) -> Components:
+                     ssl_context=None, cache_clock=time.monotonic, cache_tick_phase=random.random) -> Components:
     """Assemble the DNS chain in its one fixed order (CHAIN_ORDER, pinned by a test)."""
     dns = settings.dns
     holder = SnapshotHolder(snapshot)
@@ -137,7 +138,7 @@ def build_components(settings: Settings, snapshot: Snapshot, *, clock_trusted=cl
         bootstrap = Upstreams(plain, timeout=dns.timeout)
     c = dns.cache
     cache = Cache(max_entries=c.size, min_ttl=c.min_ttl, max_ttl=c.max_ttl, negative_ttl=c.negative_ttl,
-                  stale_for=c.serve_stale, clock=cache_clock)
+                  stale_for=c.serve_stale, clock=cache_clock, tick_phase=cache_tick_phase)
     zones = {zone: Upstreams([UpstreamSpec.parse(u) for u in ups], timeout=dns.timeout)
              for zone, ups in dns.forward_zones.items()}
     records = {name: ([ipaddress.ip_address(a).packed for a in addrs if ":" not in a],

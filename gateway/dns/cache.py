@@ -61,14 +61,23 @@ class Cache:
     from what upstream said; no TTL outlives the entry (max_ttl lowering, or a CNAME with a longer TTL
     than the answer, both report the lifetime remaining); and a record that min_ttl raised reports
     the remaining lifetime instead of sitting at 0 while the cache still serves it. A reported TTL is
-    therefore never above max(original, min_ttl). An expired entry is kept for `stale_for` seconds
-    and served only when the caller allows stale, with every TTL set to `stale_answer_ttl`.
+    therefore never above max(original, min_ttl).
+
+    Elapsed seconds are counted from `tick_phase()` seconds (in [0, 1)) before the store, a phase of
+    the entry's own: a TTL may read up to a second low, never high, and entries stored in one burst
+    (a warm-up, the morning's first traffic) do not all tick at the same instant. Their ticks end the
+    answer memo's copies (an exact answer changes every second), and every popular name going
+    through the chain at one instant was a burst of ~30 ms of work each second.
+
+    An expired entry is kept for `stale_for` seconds and served only when the caller allows stale,
+    with every TTL set to `stale_answer_ttl`.
     """
 
     def __init__(self, *, max_entries: int = 20000, min_ttl: int = 0, max_ttl: int = 86400,
                  negative_ttl: int = 300, stale_for: int = 86400, stale_answer_ttl: int = 30,
                  prefetch_hits: int = 3, prefetch_ratio: float = 0.1,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 tick_phase: Callable[[], float] = lambda: 0.0) -> None:
         if max_entries < 1:
             raise ValueError(f"max_entries must be at least 1, got {max_entries}")
         if not 0 <= min_ttl <= max_ttl:
@@ -86,6 +95,7 @@ class Cache:
         self._prefetch_hits = prefetch_hits
         self._prefetch_ratio = prefetch_ratio
         self._clock = clock
+        self._tick_phase = tick_phase
         self._entries: OrderedDict[Hashable, tuple] = OrderedDict()
         self._hits = 0
         self._misses = 0
@@ -128,7 +138,8 @@ class Cache:
         now = self._clock()
         expires = now + lifetime
         prefetch_at = expires - lifetime * self._prefetch_ratio if self._prefetch_ratio > 0 else _INF
-        entry = (packet, b"".join(ttls), now, expires, prefetch_at, expires + self._stale_for, 0, meta)
+        stored = now - self._tick_phase()
+        entry = (packet, b"".join(ttls), stored, expires, prefetch_at, expires + self._stale_for, 0, meta)
         entries = self._entries
         entries[key] = entry
         entries.move_to_end(key)

@@ -453,3 +453,42 @@ def test_kept_round_trip(cnames, addresses):
     back = unkept(meta)
     assert back.cname_targets == cnames
     assert tuple(a for _, a in back.addresses) == addresses
+
+
+def test_entries_stored_together_tick_at_phases_of_their_own():
+    """A hit is exact until the entry's next whole-second tick (the answer memo keeps it that long).
+    Entries stored in one burst must not all tick at one instant, or every popular name goes back
+    through the chain at once each second: each entry counts from its own phase, up to a second
+    before the store, so a TTL reads at most one second low and never high."""
+    clock = FakeClock(1000.0)
+    phases = iter([0.0, 0.25, 0.5, 0.75])
+    cache = Cache(clock=clock, tick_phase=lambda: next(phases))
+    packet = a_answer(ttls=(300,))
+    for i in range(4):
+        cache.put(("k", i), packet, ttl_offsets(packet), 300)
+    clock.advance(0.6)  # exactly: 0.6 s elapsed, TTL 300
+    hits = [cache.get(("k", i), 1) for i in range(4)]
+    assert [ttls_of(h.packet) for h in hits] == [[300], [300], [299], [299]]
+    assert [h.until for h in hits] == [1001.0, 1000.75, 1001.5, 1001.25]  # four different instants
+    clock.advance(299.3)  # 299.9 s elapsed: the last second of the entry's life
+    assert [ttls_of(cache.get(("k", i), 1).packet) for i in range(4)] == [[1], [0], [0], [0]]
+    clock.advance(0.1)
+    assert all(cache.get(("k", i), 1) is None for i in range(4))  # expiry itself is exact
+
+
+def test_the_gateway_gives_each_cache_entry_a_random_phase(tmp_path):
+    from policyfactory import write_policy
+
+    from gateway.app import build_components
+    from gateway.policy.compile import load_policy
+    from gateway.settings import DnsSettings, PolicySettings, Settings
+
+    paths = write_policy(tmp_path)
+    settings = Settings(DnsSettings(upstreams=("udp://127.0.0.1:9",)),
+                        PolicySettings(paths.department, paths.school, None))
+    clock = FakeClock(1000.0)
+    cache = build_components(settings, load_policy(paths), cache_clock=clock).cache
+    packet = a_answer(ttls=(300,))
+    for i in range(20):
+        cache.put(("k", i), packet, ttl_offsets(packet), 300)
+    assert len({cache.get(("k", i), 1).until for i in range(20)}) > 10  # stored at one instant, ticking apart

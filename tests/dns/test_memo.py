@@ -50,7 +50,7 @@ class Box:
                                  PolicySettings(self.paths.department, self.paths.school, None))
         self.clock = Clock()
         self.comps = build_components(self.settings, load_policy(self.paths), clock_trusted=lambda: trusted,
-                                      cache_clock=self.clock)
+                                      cache_clock=self.clock, cache_tick_phase=lambda: 0.0)  # exact TTLs
         self.memo = self.comps.memo
         self.seen: list[tuple[str | None, str, str]] = []  # (client, name, action)
         self.comps.observe.listeners.append(
