@@ -16,6 +16,7 @@ And only the second time their query reaches the chain: most names are asked onc
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable
 from itertools import islice
@@ -26,6 +27,10 @@ from gateway.dns.stages import Request
 TIMED_SECONDS = 1.0  # a decision that looked at the clock (a schedule) is re-judged at least this often
 HORIZON = 60.0  # any other memoised answer is re-derived at least this often
 _TIMED = (Reason.SCHEDULE, Reason.ERROR)  # an error block is retried soon, as a schedule's block
+# Up to this part of a horizon is cut off at random, so that entries remembered in one burst (the memo
+# refills at once after every reload) do not all expire, and go back through the chain, at one instant.
+# Cutting only ever shortens an entry's life. (Cache hits are staggered by the cache's tick phases.)
+HORIZON_JITTER = 0.25
 # Enum members by position: an entry stores the position (an int), never the member (an object the
 # collector tracks), so the whole entry is a tuple of atoms.
 _ACTIONS, _REASONS, _RESPONSES = tuple(Action), tuple(Reason), tuple(BlockResponse)
@@ -92,12 +97,13 @@ class Replay:
 
 class AnswerMemo:
     def __init__(self, holder, access, listeners: list, clock: Callable[[], float] = time.monotonic,
-                 max_entries: int = 8192):
+                 max_entries: int = 8192, jitter: Callable[[], float] = random.random):
         self.holder = holder
         self.access = access
         self.listeners = listeners  # the observe stage's list itself: listeners added later are seen
         self.clock = clock  # the cache's clock (entries' `until` is on it); also times the replay
         self.max_entries = max_entries
+        self.jitter = jitter  # in [0, 1): how much of HORIZON_JITTER an entry's horizon loses
         self.hits = 0
         self._snap = None
         self._size = 0
@@ -177,7 +183,8 @@ class AnswerMemo:
         now = self.clock()
         d = req.decision
         # Only a schedule looks at the clock (decide.py); everything else holds for the whole snapshot.
-        until = min(until, now + (TIMED_SECONDS if d is not None and d.reason in _TIMED else HORIZON))
+        horizon = TIMED_SECONDS if d is not None and d.reason in _TIMED else HORIZON
+        until = min(until, now + horizon * (1.0 - HORIZON_JITTER * self.jitter()))
         if until <= now:
             return
         table = self._by_group.get(id(group))

@@ -386,3 +386,22 @@ def test_an_answer_is_kept_only_when_its_query_comes_again(tmp_path):
             await box.comps.upstreams.close()
 
         run(scenario())
+
+
+def test_entries_remembered_together_expire_apart(tmp_path):
+    """After a reload the memo refills in one burst; were every block to expire HORIZON later at one
+    instant, all of them would go back through the chain at once. A random part of the last quarter
+    of the horizon is cut off each entry (never added)."""
+    with FakeUpstream(RECORDS) as up:
+        box = Box(tmp_path, up)
+
+        async def scenario():
+            for i in range(20):
+                for _ in range(2):
+                    await box.ask(f"b{i}.porn.example")
+            await box.comps.upstreams.close()
+
+        run(scenario())
+    untils = [e[1] for table in box.memo._by_group.values() for e in table.values()]
+    assert len(untils) == 20 and len(set(untils)) > 10
+    assert all(box.clock.now + 0.75 * HORIZON <= u <= box.clock.now + HORIZON for u in untils)
