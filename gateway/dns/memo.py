@@ -2,7 +2,8 @@
 
 A cache hit or a block is deterministic for a policy snapshot, a client group and the exact query bytes
 after the ID (flags, question spelling, EDNS size and DO bit are all in them), until one of three things
-moves: the snapshot (the memo is dropped on a swap), a cached answer's TTL ticking down by a second
+moves: the snapshot (the memo's entries retire within RETIRE_SECONDS of a swap, each at its own
+moment), a cached answer's TTL ticking down by a second
 (stages say when through `Request.until`), or a schedule boundary (a schedule's block is kept for at
 most a second; an answer a schedule let through came from the cache, so it is kept at most a second too).
 The memo replays such answers with one dict lookup; admission (rate limit, relay watch) and the observe
@@ -31,6 +32,11 @@ _TIMED = (Reason.SCHEDULE, Reason.ERROR)  # an error block is retried soon, as a
 # refills at once after every reload) do not all expire, and go back through the chain, at one instant.
 # Cutting only ever shortens an entry's life. (Cache hits are staggered by the cache's tick phases.)
 HORIZON_JITTER = 0.25
+# After a swap, the previous snapshot's entries retire over this many seconds, each at a moment of its
+# own, rather than all at once: the whole memo refilling through the chain at the swap was ~30 ms of
+# work in 300 ms, which a worker 90% busy could not absorb (the one stall left in a reload under load).
+# So a new policy is in force for every name within RETIRE_SECONDS of its swap.
+RETIRE_SECONDS = 1.0
 # Enum members by position: an entry stores the position (an int), never the member (an object the
 # collector tracks), so the whole entry is a tuple of atoms.
 _ACTIONS, _REASONS, _RESPONSES = tuple(Action), tuple(Reason), tuple(BlockResponse)
@@ -117,33 +123,58 @@ class AnswerMemo:
         # labels, a scan of a block list); storing each of them cost more than the memo saved, and
         # pushed out the names every device keeps asking for. Not policy state: a swap keeps it.
         self._seen: set[int] = set()
+        self._retiring: tuple[dict[str, tuple], float] | None = None  # (previous _by_client, swap noticed at)
 
     def clear(self) -> None:
         self._by_group = {}
         self._by_client = {}
         self._hit = set()
         self._size = 0
+        self._retiring = None
 
     def answer(self, data: bytes, addr) -> bytes | None:
         """The reply for `data` from `addr` (b"" = drop it), or None when the full chain must run."""
         if self.holder.current is not self._snap:
+            previous = self._by_client if self._snap is not None else None
             self._snap = self.holder.current
             self.clear()
-            return None
+            if previous:
+                self._retiring = (previous, self.clock())
         client = addr[0]
         mine = self._by_client.get(client)
         if mine is None:
-            return None
-        table = mine[0]
+            return None if self._retiring is None else self._retired(data, addr)
         key = data[2:]
-        entry = table.get(key)
+        entry = mine[0].get(key)
         if entry is None:
-            return None
+            return None if self._retiring is None else self._retired(data, addr)
         started = self.clock()
         if started >= entry[1]:
-            del table[key]
+            del mine[0][key]
             self._size -= 1
             return None
+        return self._play(data, addr, mine, key, entry, started)
+
+    def _retired(self, data: bytes, addr) -> bytes | None:
+        """An entry of the previous snapshot, while it has not retired yet (RETIRE_SECONDS)."""
+        previous, since = self._retiring
+        started = self.clock()
+        if started >= since + RETIRE_SECONDS:
+            self._retiring = None
+            return None
+        mine = previous.get(addr[0])
+        if mine is None:
+            return None
+        key = data[2:]
+        entry = mine[0].get(key)
+        # Its own moment within the retirement, from its key: a popular name retires at one fixed
+        # moment, not at the first of its many queries that happens to draw a low number.
+        if entry is None or started >= entry[1] or started >= since + RETIRE_SECONDS * (hash(key) & 0xFFFF) / 65536:
+            return None
+        return self._play(data, addr, mine, key, entry, started)
+
+    def _play(self, data: bytes, addr, mine: tuple, key: bytes, entry: tuple, started: float) -> bytes:
+        client = addr[0]
         if not self.access.admit(client):
             return b""
         self.hits += 1

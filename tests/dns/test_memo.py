@@ -12,7 +12,7 @@ from gatewayproc import DNS_LISTS, DNS_SCHOOL
 from policyfactory import write_policy
 
 from gateway.app import build_components
-from gateway.dns.memo import HORIZON
+from gateway.dns.memo import HORIZON, RETIRE_SECONDS
 from gateway.dns.server import UdpProtocol
 from gateway.dns.stages.access import RelayWatch
 from gateway.policy.compile import load_policy
@@ -164,7 +164,7 @@ def test_a_schedule_block_is_rejudged_every_second(tmp_path):
         run(scenario())
 
 
-def test_a_new_policy_drops_every_memoised_answer(tmp_path):
+def test_a_new_policy_retires_every_memoised_answer_within_a_second(tmp_path):
     with FakeUpstream(RECORDS) as up:
         box = Box(tmp_path, up)
 
@@ -176,12 +176,46 @@ def test_a_new_policy_drops_every_memoised_answer(tmp_path):
             (box.paths.school).write_text(DNS_SCHOOL.replace("deny: [denied.test]",
                                                              "deny: [denied.test, www.example.org]"))
             box.comps.holder.swap(load_policy(box.paths))
+            box.clock.now += RETIRE_SECONDS
             r = await box.ask("www.example.org")
             assert r.rcode() == dns.rcode.NXDOMAIN  # the school's new deny, not the memoised answer
             assert box.memo.hits == 1
             await box.comps.upstreams.close()
 
         run(scenario())
+
+
+def test_after_a_swap_the_previous_entries_retire_one_by_one(tmp_path):
+    """Every popular name going back through the chain at the swap was the one stall left in a reload
+    under load: the previous snapshot's entries retire over RETIRE_SECONDS, each at its own moment."""
+    names = [f"n{i}.example.org" for i in range(40)]
+    with FakeUpstream(RECORDS) as up:
+        box = Box(tmp_path, up)
+        up.records.update({(name, "A"): ["192.0.2.9"] for name in names})  # allowed, they resolve
+        denied = DNS_SCHOOL.replace("deny: [denied.test]", f"deny: [denied.test, {', '.join(names)}]")
+        box.paths.school.write_text(denied)
+        box.comps.holder.swap(load_policy(box.paths))
+
+        async def scenario():
+            for name in names:
+                for _ in range(2):
+                    assert (await box.ask(name)).rcode() == dns.rcode.NXDOMAIN  # the school's deny: memoised
+            box.paths.school.write_text(DNS_SCHOOL)  # the deny is lifted
+            box.comps.holder.swap(load_policy(box.paths))
+            first = [(await box.ask(name)).rcode() for name in names]  # noticed here: retirement starts
+            box.clock.now += RETIRE_SECONDS / 2
+            half = [(await box.ask(name)).rcode() for name in names]
+            box.clock.now += RETIRE_SECONDS / 2
+            after = [(await box.ask(name)).rcode() for name in names]
+            await box.comps.upstreams.close()
+            return first, half, after
+
+        first, half, after = run(scenario())
+    old = dns.rcode.NXDOMAIN
+    assert first.count(old) >= half.count(old)  # retiring, never coming back
+    assert 5 <= half.count(old) <= 35  # about half are still the old answer halfway through
+    assert old not in after  # all retired: the lifted deny is in force for every name
+    assert all(a == old or b != old for a, b in zip(first, half, strict=True))  # retired stays retired
 
 
 def test_the_rate_limit_still_applies_to_memo_hits(tmp_path):
