@@ -172,19 +172,34 @@ async def run_low_priority(argv: list[str], timeout: float, escalate_after: floa
     `timeout`.
 
     The child is spawned with posix_spawn (vfork-like: no copy of this process's page tables, which a
-    fork of a worker holding a 1M-name cache takes milliseconds to make) and put in SCHED_IDLE: it
+    fork of a worker holding a 1M-name cache takes milliseconds to make) and under SCHED_IDLE: it
     runs only on CPU time nobody else wants, and a worker waking for a query takes the core back at
     once (at nice 19 under the normal policy the child still ran whole slices on a core it shared with
     a worker, and queries waited 15-30 ms behind them). A box saturated for `escalate_after` s would
     starve it, so from then on it runs under the normal policy at nice 19.
     """
-    devnull = [(os.POSIX_SPAWN_OPEN, fd, os.devnull, os.O_RDWR, 0) for fd in (0, 1, 2)]
-    pid = os.posix_spawn(argv[0], argv, os.environ, file_actions=devnull)
-    try:  # posix_spawn's own scheduler setting refuses SCHED_IDLE (EINVAL); microseconds after exec
-        os.sched_setscheduler(pid, os.SCHED_IDLE, os.sched_param(0))
-    except OSError:  # already gone
-        pass
     loop = asyncio.get_running_loop()
+    spawned = loop.create_future()
+
+    def spawn() -> None:  # in a thread of its own, which ends with the spawn
+        try:
+            result = _spawn_idle(argv)
+        except BaseException as exc:
+            loop.call_soon_threadsafe(spawned.set_exception, exc)
+        else:
+            loop.call_soon_threadsafe(spawned.set_result, result)
+
+    threading.Thread(target=spawn, name="idle-spawn", daemon=True).start()
+    try:
+        pid, inherited = await asyncio.shield(spawned)
+    except asyncio.CancelledError:
+        spawned.add_done_callback(_kill_spawned)  # the spawn still completes: that child must not be left
+        raise
+    if not inherited:
+        try:  # posix_spawn's own scheduler setting refuses SCHED_IDLE (EINVAL); microseconds after exec
+            os.sched_setscheduler(pid, os.SCHED_IDLE, os.sched_param(0))
+        except OSError:  # already gone
+            pass
     done = loop.create_future()
     pidfd = os.pidfd_open(pid)
     loop.add_reader(pidfd, lambda: done.done() or done.set_result(None))
@@ -210,6 +225,28 @@ async def run_low_priority(argv: list[str], timeout: float, escalate_after: floa
         os.close(pidfd)
         status = os.waitpid(pid, 0)[1]
     return None if os.WIFSIGNALED(status) else os.waitstatus_to_exitcode(status)
+
+
+def _spawn_idle(argv: list[str]) -> tuple[int, bool]:
+    """posix_spawn `argv` from the calling thread after putting that thread alone (the policy is per
+    thread on Linux) under SCHED_IDLE, so the child has the policy from its first instruction: set from
+    the parent just after the spawn, it came too late, since the new child ran its first slice (a
+    millisecond or more of the interpreter starting) at the normal policy, on the core of the worker
+    that spawned it, at the SIGHUP. The pid, and whether the child inherited the policy."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        inherited = True
+    except OSError:
+        inherited = False
+    devnull = [(os.POSIX_SPAWN_OPEN, fd, os.devnull, os.O_RDWR, 0) for fd in (0, 1, 2)]
+    return os.posix_spawn(argv[0], argv, os.environ, file_actions=devnull), inherited
+
+
+def _kill_spawned(spawned: asyncio.Future) -> None:
+    if not spawned.cancelled() and spawned.exception() is None:
+        pid = spawned.result()[0]
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
 
 
 _AUDIT_LOCK = threading.Lock()

@@ -1,5 +1,5 @@
 """What `run` does around serving: the reload's list compiler child (spawned without forking the
-worker, at nice 19 from its first instruction, waited for without blocking the event loop, killed at
+worker, under SCHED_IDLE from its first instruction, waited for without blocking the event loop, killed at
 its deadline or when the wait is cancelled) and the young-generation collector."""
 
 from __future__ import annotations
@@ -25,6 +25,36 @@ def test_exit_status_and_idle_policy_seen_by_the_child(tmp_path):
     code = f"import os, sys; open({str(out)!r}, 'w').write(str(os.sched_getscheduler(0))); sys.exit(3)"
     assert run(run_low_priority([sys.executable, "-c", code], timeout=30)) == 3
     assert int(out.read_text()) == os.SCHED_IDLE
+
+
+def test_the_serving_thread_keeps_its_policy():
+    """The child inherits SCHED_IDLE from a thread made for the spawn; the loop's thread never changes."""
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER
+    assert run(run_low_priority([sys.executable, "-c", "pass"], timeout=30)) == 0
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER
+
+
+def test_a_child_spawned_after_its_wait_was_cancelled_is_killed_and_reaped():
+    import threading
+
+    from gateway.app import _kill_spawned, _spawn_idle
+
+    result = []
+    spawner = threading.Thread(target=lambda: result.append(_spawn_idle([sys.executable, "-c",
+                                                                         "import time; time.sleep(60)"])))
+    spawner.start()
+    spawner.join()
+    (pid, inherited), = result
+    assert inherited and os.sched_getscheduler(pid) == os.SCHED_IDLE
+
+    async def cancelled_wait():
+        done = asyncio.get_running_loop().create_future()
+        done.set_result((pid, inherited))  # what the spawn thread reports after the wait was cancelled
+        _kill_spawned(done)
+
+    run(cancelled_wait())
+    with pytest.raises(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)  # killed and already reaped
 
 
 def test_a_starved_child_is_moved_to_the_normal_policy_at_nice_19(tmp_path):
