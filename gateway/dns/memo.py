@@ -191,10 +191,13 @@ class AnswerMemo:
 
     def saw(self, data: bytes) -> None:
         """The chain is answering `data` the slow way (an upstream round trip): note that it was asked."""
+        self._note(hash(data[2:]))
+
+    def _note(self, mark: int) -> None:
         seen = self._seen
-        if len(seen) >= self.max_entries:
+        if len(seen) >= self.max_entries:  # bounded: forgetting only delays an entry by one query
             seen.clear()
-        seen.add(hash(data[2:]))
+        seen.add(mark)
 
     def remember(self, data: bytes, req: Request, reply: bytes) -> None:
         """Keep the chain's final `reply` to `data` when every stage said it is deterministic and its
@@ -205,11 +208,8 @@ class AnswerMemo:
             return
         key = data[2:]
         mark = hash(key)
-        seen = self._seen
-        if mark not in seen:
-            if len(seen) >= self.max_entries:
-                seen.clear()
-            seen.add(mark)
+        if mark not in self._seen:
+            self._note(mark)
             return
         now = self.clock()
         d = req.decision
